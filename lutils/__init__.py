@@ -1,0 +1,1 @@
+"""Utilities shared by training, data preparation and the demos."""

@@ -1,0 +1,147 @@
+"""YAML configuration with dotted command-line overrides (OmegaConf underneath)."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigurationError(ValueError):
+    """A configuration file or override that cannot be used."""
+
+
+def _all_keys(node: Any, prefix: str = "") -> list:
+    """Every dotted key path of a config tree, for error suggestions."""
+    keys = []
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            path = f"{prefix}{key}"
+            keys.append(path)
+            keys.extend(_all_keys(node._get_node(key), path + "."))
+    return keys
+
+
+def _key_exists(cfg: DictConfig, dotted: str) -> bool:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if isinstance(node, DictConfig) and part in node:
+            node = node._get_node(part)
+        elif isinstance(node, ListConfig) and part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+            node = node._get_node(int(part))
+        else:
+            return False
+    return True
+
+
+def apply_overrides(cfg: DictConfig, overrides: Iterable[str], source: str = "<config>") -> DictConfig:
+    """Merge `key=value` overrides into `cfg`; `+key=value` may add a key that does not exist yet.
+
+    Values are parsed as YAML (so `8`, `0.5`, `1e-7`, `true`, `[16,16]` get their natural types).
+    """
+    for raw in overrides:
+        text = raw.strip()
+        if "=" not in text:
+            raise ConfigurationError(f"override {raw!r}: expected KEY=VALUE (or +KEY=VALUE to add a new key)")
+        key, value_text = text.split("=", 1)
+        adding = key.startswith("+")
+        key = key.lstrip("+").strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigurationError(f"override {raw!r}: empty key")
+        if not adding and not _key_exists(cfg, key):
+            close = difflib.get_close_matches(key, _all_keys(cfg), n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ConfigurationError(
+                f"override {raw!r}: key '{key}' does not exist in {source}. "
+                f"Write '+{key}={value_text}' to add a new key.{hint}"
+            )
+        try:
+            parsed = OmegaConf.from_dotlist([f"{key}={value_text}"])
+            cfg = OmegaConf.merge(cfg, parsed)
+        except OmegaConfBaseException as error:
+            raise ConfigurationError(f"override {raw!r}: {error}") from error
+    return cfg
+
+
+class Configuration(Mapping):
+    """A YAML config: `cfg["model"]["sigma"]`, `cfg.model.sigma` and `cfg.get(key, default)` work at every level.
+
+    The file is read with OmegaConf's YAML loader, which (unlike PyYAML's YAML 1.1 resolver used by the original
+    code) reads `1e-7` as a number. Overrides are dotted `key=value` strings merged on top of the file; an override
+    of a key that does not exist is an error unless written `+key=value`. Nothing derived is ever written back.
+    """
+
+    def __init__(self, path: str | Path, overrides: Optional[Sequence[str]] = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigurationError(f"config file not found: {self.path}")
+        try:
+            cfg = OmegaConf.load(self.path)
+        except Exception as error:  # yaml.YAMLError and friends: report the file
+            raise ConfigurationError(f"{self.path}: cannot parse YAML: {error}") from error
+        if not isinstance(cfg, DictConfig):
+            raise ConfigurationError(f"{self.path}: expected a mapping at the top level, got {type(cfg).__name__}")
+        self.overrides = list(overrides or [])
+        self._cfg = apply_overrides(cfg, self.overrides, source=str(self.path))
+
+    @classmethod
+    def from_dict(cls, data: Mapping, overrides: Optional[Sequence[str]] = None) -> "Configuration":
+        """Build a Configuration from an in-memory mapping (tests, notebooks)."""
+        self = cls.__new__(cls)
+        self.path = Path("<dict>")
+        self.overrides = list(overrides or [])
+        self._cfg = apply_overrides(OmegaConf.create(dict(data)), self.overrides, source="<dict>")
+        return self
+
+    # Mapping interface -------------------------------------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._cfg[key]
+        except OmegaConfBaseException as error:
+            raise KeyError(f"{self.path}: missing key '{key}'") from error
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cfg)
+
+    def __len__(self) -> int:
+        return len(self._cfg)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_") or key in ("path", "overrides"):
+            raise AttributeError(key)
+        try:
+            return self._cfg[key]
+        except OmegaConfBaseException as error:
+            raise AttributeError(f"{self.path}: missing key '{key}'") from error
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._cfg.get(key, default)
+
+    def select(self, dotted_key: str, default: Any = None) -> Any:
+        """Value at a dotted path such as 'model.vector_field_regressor.depth'."""
+        return OmegaConf.select(self._cfg, dotted_key, default=default)
+
+    # Export ------------------------------------------------------------------------------------------------------
+    @property
+    def node(self) -> DictConfig:
+        """The underlying OmegaConf tree."""
+        return self._cfg
+
+    def to_dict(self) -> dict:
+        """A plain, resolved nested dict (for wandb, JSON and checkpoints)."""
+        return OmegaConf.to_container(self._cfg, resolve=True)
+
+    def to_yaml(self) -> str:
+        return OmegaConf.to_yaml(self._cfg, resolve=True)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the resolved config (overrides included) atomically."""
+        from lutils.io import atomic_write_text
+
+        return atomic_write_text(path, self.to_yaml())
+
+    def __repr__(self) -> str:
+        return f"Configuration({str(self.path)!r}, overrides={self.overrides!r})"
