@@ -59,8 +59,11 @@ def color_jitter(clip: torch.Tensor, brightness: float, contrast: float, saturat
     return TF.adjust_hue(clip, hue)
 
 
+OUTPUT_DTYPES = ("float32", "uint8")
+
+
 class ClipTransform:
-    """uint8 [T 3 H W] -> float32 [T 3 crop crop] in [-1, 1], with randomness drawn once per clip."""
+    """uint8 [T 3 H W] -> float32 [T 3 crop crop] in [-1, 1] (or uint8 when asked), randomness drawn once per clip."""
 
     def __init__(
         self,
@@ -69,11 +72,15 @@ class ClipTransform:
         random_horizontal_flip: bool = False,
         aug: bool = False,
         albumentations: bool = False,
+        output_dtype: str = "float32",
     ):
         if crop_size > input_size:
             raise ValueError(f"crop_size ({crop_size}) must not exceed input_size ({input_size})")
+        if output_dtype not in OUTPUT_DTYPES:
+            raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {output_dtype!r}")
         self.input_size, self.crop_size = input_size, crop_size
         self.random_horizontal_flip, self.aug, self.albumentations = random_horizontal_flip, aug, albumentations
+        self.output_dtype = output_dtype
 
     def __call__(self, clip: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         if self.albumentations:
@@ -84,9 +91,11 @@ class ClipTransform:
             clip = clip.flip(-1)
         if self.aug:
             clip = color_jitter(clip, *draw_jitter(generator))
+        if self.output_dtype == "uint8":
+            return clip.contiguous()
         return to_float(clip)
 
 
 def to_float(clip: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float32 in [-1, 1] as x/127.5 - 1."""
+    """uint8 -> float32 in [-1, 1] as x/127.5 - 1 (also on the GPU, for loaders that return uint8)."""
     return clip.float().div_(127.5).sub_(1.0)

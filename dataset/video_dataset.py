@@ -29,6 +29,8 @@ class VideoDataset(Dataset):
     pickles and works with any DataLoader start method. Randomness comes from torch's RNG (seeded per worker).
 
     A video shorter than a clip is an error that names it, unless `skip_short_videos=True` leaves it out.
+    `output_dtype="uint8"` returns the transformed clip as uint8 [frames 3 crop crop] instead: 4x less data through
+    DataLoader workers and collation; convert on the device with `dataset.transforms.to_float`.
     """
 
     def __init__(
@@ -45,13 +47,14 @@ class VideoDataset(Dataset):
         frames_key: Optional[str] = None,
         total_videos: int = -1,
         skip_short_videos: bool = False,
+        output_dtype: str = "float32",
     ):
         if frames_per_sample < 1 or skip_frames < 0:
             raise ValueError(f"need frames_per_sample >= 1 and skip_frames >= 0, got {frames_per_sample}, {skip_frames}")
         self.data_path = Path(data_path)
         self.frames_per_sample, self.skip_frames = frames_per_sample, skip_frames
         self.random_time, self.frames_key, self.total_videos = random_time, frames_key, total_videos
-        self.transform = ClipTransform(input_size, crop_size, random_horizontal_flip, aug, albumentations)
+        self.transform = ClipTransform(input_size, crop_size, random_horizontal_flip, aug, albumentations, output_dtype)
         self.span = (skip_frames + 1) * (frames_per_sample - 1) + 1
 
         self.shard_paths = list_shards(self.data_path)

@@ -1,0 +1,1 @@
+"""Notebook demos: animation and composition."""

@@ -1,0 +1,60 @@
+"""Shared fixtures: the golden parity folder, tiny synthetic frame folders and videos."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN_ENV = "CAGE_GOLDEN_DIR"
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    """The golden parity data: $CAGE_GOLDEN_DIR, else ../shared/golden beside the project root."""
+    path = Path(os.environ.get(GOLDEN_ENV, ROOT.parent / "shared" / "golden"))
+    if not path.is_dir():
+        pytest.skip(f"golden parity data not found at {path} (set {GOLDEN_ENV} to its folder)")
+    return path
+
+
+def random_video(rng: np.random.Generator, num_frames: int, height: int, width: int) -> np.ndarray:
+    """uint8 [T H W 3] noise frames (worst case for compression, exact for round trips)."""
+    return rng.integers(0, 256, size=(num_frames, height, width, 3), dtype=np.uint8)
+
+
+def write_frame_folders(root: Path, videos: dict, extension: str = "png") -> Path:
+    """Write {split: [uint8 [T H W 3] video, ...]} as root/<split>/video_<i>/<t:04d>.<ext>."""
+    from PIL import Image
+
+    for split, split_videos in videos.items():
+        for i, frames in enumerate(split_videos):
+            folder = root / split / f"video_{i:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for t, frame in enumerate(frames):
+                Image.fromarray(frame).save(folder / f"{t:04d}.{extension}")
+    return root
+
+
+def write_original_layout(path: Path, videos: list, frames_key: str | None = None) -> Path:
+    """An original-CAGE shard written directly with h5py as the spec (section 6) describes it."""
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_group("len")
+        f.create_group("videos")
+        frames_root = f[frames_key] if frames_key else f
+        for v, frames in enumerate(videos):
+            f["len"].create_dataset(str(v), data=len(frames))
+            group = frames_root.create_group(str(v))
+            for t, frame in enumerate(frames):
+                group.create_dataset(str(t), data=frame, compression="lzf")
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

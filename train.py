@@ -1,0 +1,76 @@
+"""Train CAGE: `python train.py --config configs/X.yaml --run-name R [--wandb] [key=value ...]`.
+
+`--dry-run` checks a config and its data without training: it loads the config with the overrides, builds the
+train (and val, when present) datasets, draws one batch through a DataLoader and prints what it got.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from lutils.configuration import Configuration, ConfigurationError
+
+DEFAULT_SEED = 1543
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/clevrer.yaml")
+    parser.add_argument("--run-name", required=True, help="run directory is runs/<name>_run-<run-name>/")
+    parser.add_argument("--wandb", action="store_true", help="log to wandb (mode from $WANDB_MODE, default online)")
+    parser.add_argument("--num-gpus", type=int, default=None, help="GPUs on this node without torchrun")
+    parser.add_argument("--resume-step", type=int, default=None, help="resume from step_N.pth, or -1 for latest.pth")
+    parser.add_argument("--random-seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--dry-run", action="store_true", help="check config and data, draw one batch, exit")
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value (+key=value adds a key)")
+    return parser
+
+
+def dry_run(config: Configuration) -> None:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from training.data import dataset_from_config
+
+    data = config["data"]
+    batch_size = int(config.select("training.batching.batch_size", 2))
+    for split in ("train", "val"):
+        try:
+            dataset = dataset_from_config(data, split, train=split == "train")
+        except FileNotFoundError as error:
+            if split == "val":
+                print(f"[val] not found ({error}); validation will be unavailable", file=sys.stderr)
+                continue
+            raise
+        start = time.time()
+        loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, num_workers=0)
+        batch = next(iter(loader))
+        print(
+            f"[{split}] {dataset.num_videos} videos in {len(dataset.shard_paths)} shard(s) "
+            f"({', '.join(sorted(set(dataset.layouts)))} layout); batch {tuple(batch.shape)} {batch.dtype} "
+            f"range [{batch.min().item():.3f}, {batch.max().item():.3f}] in {time.time() - start:.2f} s"
+        )
+        assert torch.isfinite(batch).all()
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = Configuration(args.config, args.overrides)
+        if args.dry_run:
+            dry_run(config)
+            return 0
+    except (ConfigurationError, FileNotFoundError, KeyError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(
+        "error: the training loop is not part of this version yet (it is the next milestone: trainer, "
+        "torchrun/DDP, resume, EMA). Use --dry-run to check a config and its data.",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

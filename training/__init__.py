@@ -1,0 +1,1 @@
+"""Training: data wiring, and (with the trainer) the optimisation loop."""
