@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -59,9 +60,9 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str], source: str = "<c
                 f"Write '+{key}={value_text}' to add a new key.{hint}"
             )
         try:
-            parsed = OmegaConf.from_dotlist([f"{key}={value_text}"])
-            cfg = OmegaConf.merge(cfg, parsed)
-        except OmegaConfBaseException as error:
+            value = OmegaConf.from_dotlist([f"_={value_text}"])["_"]  # YAML typing of the value
+            OmegaConf.update(cfg, key, value, merge=True, force_add=adding)
+        except (OmegaConfBaseException, TypeError, ValueError) as error:
             raise ConfigurationError(f"override {raw!r}: {error}") from error
     return cfg
 
@@ -80,10 +81,12 @@ class Configuration(Mapping):
             raise ConfigurationError(f"config file not found: {self.path}")
         try:
             cfg = OmegaConf.load(self.path)
+            # OmegaConf turns a bare string into {string: None}; PyYAML tells what the file really holds.
+            top = yaml.safe_load(self.path.read_text())
         except Exception as error:  # yaml.YAMLError and friends: report the file
             raise ConfigurationError(f"{self.path}: cannot parse YAML: {error}") from error
-        if not isinstance(cfg, DictConfig):
-            raise ConfigurationError(f"{self.path}: expected a mapping at the top level, got {type(cfg).__name__}")
+        if not isinstance(cfg, DictConfig) or not isinstance(top, dict):
+            raise ConfigurationError(f"{self.path}: expected a mapping at the top level, got {type(top).__name__}")
         self.overrides = list(overrides or [])
         self._cfg = apply_overrides(cfg, self.overrides, source=str(self.path))
 

@@ -38,6 +38,17 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+def _plain_config(config: Optional[Mapping]) -> Optional[dict]:
+    """A plain nested dict for wandb (OmegaConf nodes would be stored as strings)."""
+    if config is None:
+        return None
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
+
+
 def _json_safe(value: Any) -> Any:
     """JSON has no NaN/inf: encode them as strings so the metrics file stays valid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -101,7 +112,7 @@ class Logger:
             self._wandb_run = wandb.init(
                 project=project,
                 name=run_name,
-                config=dict(config) if config is not None else None,
+                config=_plain_config(config),
                 mode=mode,
                 dir=str(self.run_dir) if self.run_dir is not None else None,
             )
