@@ -130,9 +130,14 @@ def convert_split(
     out_dir: Path,
     args: argparse.Namespace,
     manifest_settings: dict,
-) -> dict:
-    """Decode `items` [(name, reader args...)] in parallel and write them as out_dir/<split>/."""
-    skipped = []
+    skipped: Optional[list] = None,
+) -> tuple:
+    """Decode `items` [(name, reader args...)] in parallel and write them for out_dir/<split>/.
+
+    Returns (writer, manifest): the split is complete but not yet moved into place; the caller commits every
+    split once all of them converted, so a failure in any split leaves no split folder behind.
+    """
+    skipped = list(skipped or [])
     start = time.time()
     writer = SplitWriter(
         out_dir / split, args.layout, args.compression, args.num_per_shard, overwrite=args.force
@@ -162,13 +167,12 @@ def convert_split(
             "shards": writer.finish_shards(),
             "skipped": skipped,
             "settings": manifest_settings,
+            "seconds": round(time.time() - start, 2),
         }
-        writer.commit({"manifest.json": json.dumps(manifest, indent=2) + "\n"})
     except BaseException:
         writer.abort()
         raise
-    manifest["seconds"] = round(time.time() - start, 2)
-    return manifest
+    return writer, manifest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plan(args: argparse.Namespace) -> tuple:
-    """Check the input and list the work: ({split: [(name, reader args)]}, reader, mode). Writes nothing."""
+    """Check the input and list the work: ({split: [(name, reader args)]}, reader, mode, {split: [skipped]}).
+
+    Writes nothing. With --skip_bad, video folders without frames are left out and listed as skipped.
+    """
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         raise ConversionError(f"--data_dir is not a folder: {data_dir}")
@@ -222,6 +229,7 @@ def plan(args: argparse.Namespace) -> tuple:
     if mode == "auto":
         mode = "videos" if video_files else "frames"
     plan_items: dict = {}
+    skipped: dict = {}
     if mode == "frames":
         if not args.extension:
             raise ConversionError(
@@ -238,6 +246,7 @@ def plan(args: argparse.Namespace) -> tuple:
                     if not args.skip_bad:
                         raise ConversionError(message)
                     print(f"warning: skipping: {message}", file=sys.stderr)
+                    skipped.setdefault(split, []).append({"name": name, "error": message})
                     continue
                 if args.sort == "name" and [p.name for p in frames] != sorted((p.name for p in frames), key=natural_key):
                     print(f"warning: {data_dir / split / name}: frame names sort differently by number "
@@ -247,7 +256,7 @@ def plan(args: argparse.Namespace) -> tuple:
             if not items:
                 raise ConversionError(f"split folder {data_dir / split} has no usable videos")
             plan_items[split] = items
-        return plan_items, read_frame_folder, mode
+        return plan_items, read_frame_folder, mode, skipped
     # Video files.
     if not video_files:
         raise ConversionError(f"no video files ({', '.join(args.video_extensions)}) under {data_dir}")
@@ -270,13 +279,13 @@ def plan(args: argparse.Namespace) -> tuple:
             (str(f.relative_to(roots[split])), (str(f), args.fps, size, args.resize_mode, args.max_frames))
             for f in files
         ]
-    return plan_items, read_video, mode
+    return plan_items, read_video, mode, skipped
 
 
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        work, reader, mode = plan(args)
+        work, reader, mode, skipped = plan(args)
         out_dir = Path(args.out_dir)
         if not args.force:
             for split in work:
@@ -295,9 +304,17 @@ def main(argv: Optional[list] = None) -> int:
         }
         print(f"converting {sum(map(len, work.values()))} videos ({mode}) from {args.data_dir} -> {out_dir} "
               f"[{args.layout} layout, {args.processes} processes]", file=sys.stderr)
-        for split, items in work.items():
-            manifest = convert_split(split, items, reader, out_dir, args, settings)
-            print(f"{split}: {manifest['num_videos']} videos -> {out_dir / split} "
+        converted: list = []  # (writer, manifest) of finished splits, moved into place only once all succeeded
+        try:
+            for split, items in work.items():
+                converted.append(convert_split(split, items, reader, out_dir, args, settings, skipped.get(split)))
+        except BaseException:
+            for writer, _ in converted:
+                writer.abort()
+            raise
+        for writer, manifest in converted:
+            writer.commit({"manifest.json": json.dumps(manifest, indent=2) + "\n"})
+            print(f"{manifest['split']}: {manifest['num_videos']} videos -> {writer.out_dir} "
                   f"({len(manifest['skipped'])} skipped, {manifest['seconds']} s)", file=sys.stderr)
     except (ConversionError, DecodeError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
