@@ -113,7 +113,7 @@ class VideoShard:
             self.file.close()
             raise
         self._videos = self.file["videos"] if self.layout == CHUNKED else None
-        self._frames_root = self.file[self.frames_key] if self.frames_key else self.file
+        self.frames_root = self.file[self.frames_key] if self.frames_key else self.file
 
     def _read_lengths(self) -> np.ndarray:
         if self.layout == CHUNKED:
@@ -140,7 +140,7 @@ class VideoShard:
     def frame_shape(self, video: int) -> tuple:
         if self.layout == CHUNKED:
             return tuple(self._videos[str(video)].shape[1:])
-        return tuple(self._frames_root[str(video)]["0"].shape)
+        return tuple(self.frames_root[str(video)]["0"].shape)
 
     def read(self, video: int, start: int, count: int, step: int = 1) -> np.ndarray:
         """Frames start, start+step, ... (count of them) of a video as uint8 [count H W 3]."""
@@ -151,7 +151,7 @@ class VideoShard:
             )
         if self.layout == CHUNKED:
             return self._videos[str(video)][start:stop:step]
-        group = self._frames_root[str(video)]
+        group = self.frames_root[str(video)]
         frames = [group[str(t)][()] for t in range(start, stop, step)]
         shapes = {frame.shape for frame in frames}
         if len(shapes) > 1:
@@ -179,7 +179,26 @@ def _compression_args(compression: Optional[str]) -> dict:
     raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
 
 
-class ShardWriter:
+class _CommitOrAbort:
+    """Context manager protocol of the writers: commit on success, abort (delete temporary files) on error."""
+
+    def commit(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class ShardWriter(_CommitOrAbort):
     """Writes videos into one shard under a temporary name; `commit()` renames it to `path`.
 
     Used as a context manager, it commits on success and deletes the temporary file on any error,
@@ -242,17 +261,8 @@ class ShardWriter:
         with contextlib.suppress(FileNotFoundError):
             self._tmp.unlink()
 
-    def __enter__(self) -> "ShardWriter":
-        return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-
-class SplitWriter:
+class SplitWriter(_CommitOrAbort):
     """Writes one split folder of shards (shard_0001.hdf5, ...) with at most `num_per_shard` videos each.
 
     Everything is written into a hidden temporary folder beside `out_dir`; `commit()` swaps it in place of
@@ -325,15 +335,6 @@ class SplitWriter:
         if self._shard is not None:
             self._shard.abort()
         shutil.rmtree(self._tmp_dir, ignore_errors=True)
-
-    def __enter__(self) -> "SplitWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def write_videos(

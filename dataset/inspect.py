@@ -45,7 +45,7 @@ def inspect_shard(path: Path, frames_key: Optional[str] = None, deep: bool = Fal
                         report["problems"].append(f"{path}: video {v} stores {dataset.shape[0]} frames, /lengths says {lengths[v]}")
                     datasets = [dataset]
                 else:
-                    group = shard._frames_root[str(v)]
+                    group = shard.frames_root[str(v)]
                     if len(group) != lengths[v]:
                         report["problems"].append(f"{path}: video {v} has {len(group)} frame datasets, /len says {lengths[v]}")
                     datasets = [group[str(t)] for t in range(lengths[v]) if str(t) in group]
