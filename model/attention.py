@@ -1,0 +1,171 @@
+"""The regressor's attention layers: time-dependent spatial attention and relative temporal attention.
+
+Both follow the original's numerics: q/k/v without bias, a time vector of size head_dim added to every head and
+token, logits divided by sqrt(inner_dim) (not sqrt(head_dim)), no output projection. Each has two interchangeable
+paths: "sdpa" (torch's fused scaled_dot_product_attention) and "math" (explicit softmax, the oracle).
+
+The relative temporal term q . E[clamp(idx_key_frame - idx_query_frame)] depends only on the frame pair, so it is
+folded into keys: for query frame i the keys become k + E[r(i, j)], and fused kernels apply per query frame.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+BACKENDS = ("sdpa", "math")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def feed_forward(dim: int, hidden: int) -> nn.Sequential:
+    """Linear -> GELU -> Linear (keys fc.0, fc.2)."""
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+
+class TimeDependentAttention(nn.Module):
+    """Multi-head self-attention over the tokens of one frame, with the frame's time vector added to q, k and v."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, backend: str = "sdpa"):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"inner_dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads, self.head_dim, self.dropout = num_heads, dim // num_heads, dropout
+        self.scale = 1.0 / math.sqrt(dim)
+        self.backend = _check_backend(backend)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.time_qkv = nn.Linear(dim, 3 * self.head_dim, bias=False)
+
+    def forward(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """x [n t d], time [n d] -> [n t d]."""
+        q, k, v = rearrange(self.qkv(x), "n t (three h e) -> three n h t e", three=3, h=self.num_heads)
+        qt, kt, vt = rearrange(self.time_qkv(time), "n (three e) -> three n 1 1 e", three=3)
+        q, k, v = q + qt, k + kt, v + vt
+        dropout = self.dropout if self.training else 0.0
+        if self.backend == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)
+        else:
+            weights = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+            out = F.dropout(weights, dropout, self.training) @ v
+        return rearrange(out, "n h t e -> n t (h e)")
+
+
+class RelativePosition(nn.Module):
+    """Table of relative frame-distance embeddings [2M+1, head_dim], shared by all heads."""
+
+    def __init__(self, head_dim: int, max_relative_position: int):
+        super().__init__()
+        self.max_relative_position = max_relative_position
+        self.embeddings_table = nn.Parameter(torch.empty(2 * max_relative_position + 1, head_dim))
+        nn.init.xavier_uniform_(self.embeddings_table)
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices [b l] -> embeddings [b l(query) l(key) e] of clamp(idx_key - idx_query)."""
+        distance = indices[:, None, :] - indices[:, :, None]
+        distance = distance.clamp(-self.max_relative_position, self.max_relative_position) + self.max_relative_position
+        return self.embeddings_table[distance]
+
+
+class RelativeAttention(nn.Module):
+    """Self-attention jointly over all frames x tokens, with time vectors and a relative frame-distance term."""
+
+    def __init__(self, dim: int, num_heads: int, max_relative_position: int, dropout: float = 0.0,
+                 causal: bool = False, backend: str = "sdpa"):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"inner_dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads, self.head_dim, self.dropout, self.causal = num_heads, dim // num_heads, dropout, causal
+        self.scale = 1.0 / math.sqrt(dim)
+        self.backend = _check_backend(backend)
+        self.relative_position = RelativePosition(self.head_dim, max_relative_position)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.time_qkv = nn.Linear(dim, 3 * self.head_dim, bias=False)
+
+    def forward(self, x: torch.Tensor, time: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """x [b l m d], time [b l d], indices [b l] -> [b l m d]."""
+        b, l, m, _ = x.shape
+        q, k, v = rearrange(self.qkv(x), "b l m (three h e) -> three b h l m e", three=3, h=self.num_heads)
+        qt, kt, vt = rearrange(self.time_qkv(time), "b l (three e) -> three b 1 l 1 e", three=3)
+        q, k, v = q + qt, k + kt, v + vt
+        relative = self.relative_position(indices).to(q.dtype)  # [b i j e]
+        allowed = torch.ones(l, l, dtype=torch.bool, device=x.device).tril() if self.causal else None  # [i j]
+        dropout = self.dropout if self.training else 0.0
+        if self.backend == "sdpa":
+            out = self._fused(q, k, v, relative, allowed, dropout)
+        else:
+            out = self._math(q, k, v, relative, allowed, dropout)
+        return rearrange(out, "b h l m e -> b l m (h e)")
+
+    def _fused(self, q, k, v, relative, allowed, dropout):
+        """One SDPA call per query frame, batched: keys of query frame i are k + E[r(i, j)]."""
+        b, h, l, m, e = q.shape
+        keys = rearrange(k[:, None] + relative[:, :, None, :, None, :], "b i h j c e -> (b i) h (j c) e")
+        values = repeat(v, "b h j c e -> (b i) h (j c) e", i=l)
+        queries = rearrange(q, "b h i a e -> (b i) h a e")
+        mask = None
+        if allowed is not None:
+            mask = repeat(allowed, "i j -> (b i) 1 1 (j c)", b=b, c=m)
+        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, dropout_p=dropout, scale=self.scale)
+        return rearrange(out, "(b i) h a e -> b h i a e", b=b)
+
+    def _math(self, q, k, v, relative, allowed, dropout):
+        """The original's formula: (q.k + q.E) / sqrt(D) over the N = l*m tokens, E broadcast over key tokens."""
+        b, h, l, m, e = q.shape
+        content = rearrange(q, "b h i a e -> b h (i a) e") @ rearrange(k, "b h j c e -> b h e (j c)")
+        position = torch.einsum("bhiae,bije->bhiaj", q, relative)  # [b h i a j]
+        logits = content + repeat(position, "b h i a j -> b h (i a) (j c)", c=m)
+        logits = logits * self.scale
+        if allowed is not None:
+            logits = logits.masked_fill(~repeat(allowed, "i j -> (i a) (j c)", a=m, c=m), torch.finfo(torch.bfloat16).min)
+        weights = F.dropout(torch.softmax(logits, dim=-1), dropout, self.training)
+        out = weights @ rearrange(v, "b h j c e -> b h (j c) e")
+        return rearrange(out, "b h (i a) e -> b h i a e", i=l)
+
+
+class TimeDependentAttentionLayer(nn.Module):
+    """Pre-LN residual block: x += Attn(LN(x), time); x += FFN(LN(x)) (spatial, per frame)."""
+
+    def __init__(self, dim: int, num_heads: int, fc_dim: int, dropout: float = 0.0, backend: str = "sdpa"):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = TimeDependentAttention(dim, num_heads, dropout, backend)
+        self.ln2 = nn.LayerNorm(dim)
+        self.fc = feed_forward(dim, fc_dim)
+
+    def forward(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """x [n t d], time [n d]."""
+        x = x + self.attn(self.ln1(x), time)
+        return x + self.fc(self.ln2(x))
+
+
+class RelativeAttentionLayer(nn.Module):
+    """Pre-LN residual block around RelativeAttention (temporal, over all frames x tokens)."""
+
+    def __init__(self, dim: int, num_heads: int, fc_dim: int, max_relative_position: int, dropout: float = 0.0,
+                 causal: bool = False, backend: str = "sdpa"):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = RelativeAttention(dim, num_heads, max_relative_position, dropout, causal, backend)
+        self.ln2 = nn.LayerNorm(dim)
+        self.fc = feed_forward(dim, fc_dim)
+
+    def forward(self, x: torch.Tensor, time: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """x [b l m d], time [b l d], indices [b l]."""
+        x = x + self.attn(self.ln1(x), time, indices)
+        return x + self.fc(self.ln2(x))
+
+
+def set_attention_backend(module: nn.Module, backend: str) -> None:
+    """Switch every attention layer below `module` to "sdpa" or "math"."""
+    _check_backend(backend)
+    for child in module.modules():
+        if isinstance(child, (TimeDependentAttention, RelativeAttention)):
+            child.backend = backend
