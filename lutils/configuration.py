@@ -67,6 +67,19 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str], source: str = "<c
     return cfg
 
 
+def to_plain(value: Any) -> Any:
+    """A config value (OmegaConf node, Configuration, nested mappings/sequences) as plain dicts and lists, copied."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Configuration):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return {key: to_plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(item) for item in value]
+    return value
+
+
 class Configuration(Mapping):
     """A YAML config: `cfg["model"]["sigma"]`, `cfg.model.sigma` and `cfg.get(key, default)` work at every level.
 

@@ -10,7 +10,7 @@ folded into keys: for query frame i the keys become k + E[r(i, j)], and fused ke
 from __future__ import annotations
 
 import math
-from typing import Optional
+
 
 import torch
 import torch.nn.functional as F

@@ -1,8 +1,6 @@
 """Entry points: train.py --dry-run, the data-pipeline demo, and the README/CI test command."""
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

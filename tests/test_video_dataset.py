@@ -98,7 +98,7 @@ def test_epic_layout_detection(tmp_path, videos):
 
 
 def test_wrong_frames_key_is_named(tmp_path, videos):
-    path = write_original_layout(tmp_path / "shard_0001.hdf5", videos)
+    write_original_layout(tmp_path / "shard_0001.hdf5", videos)
     with pytest.raises(H5FormatError, match="shard_0001.hdf5") as info:
         VideoDataset(tmp_path, SIZE, SIZE, frames_key="frames")
     assert "frames" in str(info.value)

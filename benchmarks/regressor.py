@@ -1,0 +1,129 @@
+"""Forward+backward time and peak memory of the vector-field regressor: fused (SDPA) vs math attention.
+
+    python benchmarks/regressor.py [--configs clevrer bair] [--batch B] [--iters N] [--device cpu|cuda]
+
+Builds the regressor of each config (random weights; training mode with token masking and dropout, as in training),
+runs forward+backward on random inputs of one training step (Cc+1+T = 5 frames, the config's latent grid), and
+reports ms per step and peak memory for both attention paths, and their ratios, in one run. Each measurement runs
+in its own subprocess, so peak memory is not shared: on CUDA torch.cuda.max_memory_allocated, on CPU the growth of
+the peak resident set over the process after building the model. CUDA runs use bf16 autocast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def child(config_name: str, backend: str, batch: int, iters: int, warmup: int, device_name: str) -> dict:
+    import torch
+
+    from lutils.configuration import Configuration
+    from model.regressor import VectorFieldRegressor
+
+    config = Configuration(ROOT / "configs" / f"{config_name}.yaml")["model"]
+    vfr = config["vector_field_regressor"]
+    dino_width = {"dinov2_vits14": 384, "dinov2_vitb14": 768, "dinov2_vitl14": 1024, "dinov2_vitg14": 1536}
+    feats_dim = dino_width[config["dino_version"]] * int(config["num_dino_layers"])
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    keys = ("state_size", "state_res", "inner_dim", "depth", "mid_depth", "fc_dim", "num_heads", "dropout",
+            "max_relative_position", "masking_ratio", "causal")
+    net = VectorFieldRegressor(**{k: vfr[k] for k in keys}, feats_dim=feats_dim, attention=backend).to(device).train()
+    frames = int(config["num_context_frames"]) + 1 + int(config["num_target_frames"])
+    h, w = vfr["state_res"]
+    x = torch.randn(batch, frames, vfr["state_size"], h, w, device=device)
+    indices = torch.arange(frames, device=device).expand(batch, -1) + torch.tensor([0, 2, 2, 2, 2][:frames], device=device)
+    t = torch.rand(batch, frames, device=device)
+    feats = torch.randn(batch, int(config["num_target_frames"]), feats_dim, h, w, device=device)
+    masks = (torch.rand(batch, int(config["num_target_frames"]), 1, h, w, device=device) < 0.1).float()
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> None:
+        with autocast:
+            out, kept = net(x, indices, t, feats, masks)
+            loss = (out.float() * kept).square().mean()
+        loss.backward()
+        net.zero_grad(set_to_none=True)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(warmup):
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    sync()
+    seconds = (time.perf_counter() - start) / iters
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024  # KiB on Linux
+    return {"ms": seconds * 1000, "peak_mb": peak_mb, "params": sum(p.numel() for p in net.parameters()),
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=["clevrer", "bair"])
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--batch", type=int, default=None, help="default: 16 on CUDA, 1 on CPU")
+    parser.add_argument("--iters", type=int, default=None, help="default: 20 on CUDA, 3 on CPU")
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        name, backend, batch, iters, warmup, device = args.child
+        print(json.dumps(child(name, backend, int(batch), int(iters), int(warmup), device)))
+        return
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    batch = args.batch or (16 if device == "cuda" else 1)
+    iters = args.iters or (20 if device == "cuda" else 3)
+    warmup = args.warmup if args.warmup is not None else (5 if device == "cuda" else 1)
+    results = {}
+    for name in args.configs:
+        for backend in ("sdpa", "math"):
+            command = [sys.executable, __file__, "--child", name, backend, str(batch), str(iters), str(warmup), device]
+            done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+            if done.returncode != 0:
+                results[(name, backend)] = {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+            else:
+                results[(name, backend)] = json.loads(done.stdout.strip().splitlines()[-1])
+    info = next((r for r in results.values() if "error" not in r), {})
+    precision = "bf16 autocast" if device == "cuda" else "fp32"
+    print(f"# regressor forward+backward, training mode (masking, dropout); batch {batch}, 5 frames; {precision}; "
+          f"{iters} timed steps after {warmup} warm-up")
+    print(f"# device: {info.get('device', device)}, torch {info.get('torch', '?')}, {info.get('threads', '?')} threads, "
+          f"{os.cpu_count()} CPUs")
+    print("| config | params | fused ms/step | math ms/step | speed-up (math/fused) | fused peak MB | math peak MB | memory ratio (math/fused) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.configs:
+        fused, plain = results[(name, "sdpa")], results[(name, "math")]
+        if "error" in fused or "error" in plain:
+            print(f"| {name} | error: {fused.get('error') or plain.get('error')} |")
+            continue
+        print(f"| {name} | {fused['params'] / 1e6:.1f}M | {fused['ms']:.0f} | {plain['ms']:.0f} | {plain['ms'] / fused['ms']:.2f}x "
+              f"| {fused['peak_mb']:.0f} | {plain['peak_mb']:.0f} | {plain['peak_mb'] / max(fused['peak_mb'], 1e-9):.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
