@@ -79,6 +79,45 @@ def child(config_name: str, backend: str, batch: int, iters: int, warmup: int, d
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
+def attention_only(config_name: str, batch: int, iters: int, device_name: str) -> dict:
+    """ms per call of the temporal attention alone (where the two paths differ): eval (all tokens) and train."""
+    import torch
+
+    from lutils.configuration import Configuration
+    from model.attention import RelativeAttention
+
+    vfr = Configuration(ROOT / "configs" / f"{config_name}.yaml")["model"]["vector_field_regressor"]
+    device = torch.device(device_name)
+    h, w = vfr["state_res"]
+    results = {}
+    for mode, tokens in (("eval", h * w), ("train", int(h * w * (1 - vfr["masking_ratio"])))):
+        for backend in ("sdpa", "math"):
+            torch.manual_seed(0)
+            layer = RelativeAttention(vfr["inner_dim"], vfr["num_heads"], vfr["max_relative_position"], vfr["dropout"],
+                                      vfr["causal"], backend).to(device).train(mode == "train")
+            x = torch.randn(batch, 5, tokens, vfr["inner_dim"], device=device, requires_grad=mode == "train")
+            time_emb = torch.randn(batch, 5, vfr["inner_dim"], device=device)
+            indices = torch.tensor([0, 2, 3, 4, 5], device=device).expand(batch, -1)
+            autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+            def call() -> None:
+                with autocast:
+                    out = layer(x, time_emb, indices)
+                if mode == "train":
+                    out.float().square().mean().backward()
+
+            call()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(iters):
+                call()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            results[(mode, backend)] = (time.perf_counter() - start) / iters * 1000
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["clevrer", "bair"])
@@ -123,6 +162,15 @@ def main() -> None:
             continue
         print(f"| {name} | {fused['params'] / 1e6:.1f}M | {fused['ms']:.0f} | {plain['ms']:.0f} | {plain['ms'] / fused['ms']:.2f}x "
               f"| {fused['peak_mb']:.0f} | {plain['peak_mb']:.0f} | {plain['peak_mb'] / max(fused['peak_mb'], 1e-9):.2f}x |")
+    print(f"\n# temporal attention layer alone (batch {batch}, 5 frames): eval = all tokens, forward only; "
+          f"train = masked tokens, forward+backward, dropout on")
+    print("| config | mode | fused ms | math ms | speed-up (math/fused) |")
+    print("|---|---|---|---|---|")
+    for name in args.configs:
+        timings = attention_only(name, batch, max(iters, 5), device)
+        for mode in ("eval", "train"):
+            fused_ms, math_ms = timings[(mode, "sdpa")], timings[(mode, "math")]
+            print(f"| {name} | {mode} | {fused_ms:.1f} | {math_ms:.1f} | {math_ms / fused_ms:.2f}x |")
 
 
 if __name__ == "__main__":

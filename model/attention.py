@@ -5,12 +5,12 @@ token, logits divided by sqrt(inner_dim) (not sqrt(head_dim)), no output project
 paths: "sdpa" (torch's fused scaled_dot_product_attention) and "math" (explicit softmax, the oracle).
 
 The relative temporal term q . E[clamp(idx_key_frame - idx_query_frame)] depends only on the frame pair, so it is
-folded into keys: for query frame i the keys become k + E[r(i, j)], and fused kernels apply per query frame.
+folded into l extra head channels (q . E per key frame on the query side, the key's frame as a one-hot on the key
+side), and one fused kernel covers all frames x tokens.
 """
 from __future__ import annotations
 
 import math
-
 
 import torch
 import torch.nn.functional as F
@@ -105,16 +105,24 @@ class RelativeAttention(nn.Module):
         return rearrange(out, "b h l m e -> b l m (h e)")
 
     def _fused(self, q, k, v, relative, allowed, dropout):
-        """One SDPA call per query frame, batched: keys of query frame i are k + E[r(i, j)]."""
+        """One SDPA call over all l*m tokens. The relative term is folded into extra head channels:
+        queries get [q, q.E[r(i, 0)], ..., q.E[r(i, l-1)]] and keys [k, onehot(frame of the key)], so that
+        q'.k' = q.k + q.E[r(i, j)] exactly. Channels are zero-padded to a multiple of 8 for the fused kernels."""
         b, h, l, m, e = q.shape
-        keys = rearrange(k[:, None] + relative[:, :, None, :, None, :], "b i h j c e -> (b i) h (j c) e")
-        values = repeat(v, "b h j c e -> (b i) h (j c) e", i=l)
-        queries = rearrange(q, "b h i a e -> (b i) h a e")
+        position = torch.einsum("bhiae,bije->bhiaj", q, relative)  # [b h i a j]
+        frame_of_key = torch.eye(l, dtype=q.dtype, device=q.device)  # [j j']
+        extra = -(e + l) % 8
+        queries = torch.cat([q, position, q.new_zeros(b, h, l, m, extra)], dim=-1)
+        keys = torch.cat([k, repeat(frame_of_key, "j f -> b h j c f", b=b, h=h, c=m), k.new_zeros(b, h, l, m, extra)], dim=-1)
+        values = torch.cat([v, v.new_zeros(b, h, l, m, l + extra)], dim=-1)
         mask = None
         if allowed is not None:
-            mask = repeat(allowed, "i j -> (b i) 1 1 (j c)", b=b, c=m)
-        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, dropout_p=dropout, scale=self.scale)
-        return rearrange(out, "(b i) h a e -> b h i a e", b=b)
+            mask = repeat(allowed, "i j -> (i a) (j c)", a=m, c=m)
+        out = F.scaled_dot_product_attention(
+            rearrange(queries, "b h i a e -> b h (i a) e"), rearrange(keys, "b h j c e -> b h (j c) e"),
+            rearrange(values, "b h j c e -> b h (j c) e"), attn_mask=mask, dropout_p=dropout, scale=self.scale,
+        )
+        return rearrange(out[..., :e], "b h (i a) e -> b h i a e", i=l)
 
     def _math(self, q, k, v, relative, allowed, dropout):
         """The original's formula: (q.k + q.E) / sqrt(D) over the N = l*m tokens, E broadcast over key tokens."""
