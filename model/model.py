@@ -67,7 +67,7 @@ class Model(nn.Module):
                 f"'clip' paths are broken, see the compatibility notes)"
             )
         self.num_dino_layers = int(config["num_dino_layers"])
-        self.ae = build_autoencoder(config["autoencoder"])
+        self.ae = build_autoencoder(config["autoencoder"], trust=bool(config.get("trust_checkpoints", False)))
         self.dino = build_dino(config)
         vfr = config["vector_field_regressor"]
         self.state_res = tuple(int(v) for v in vfr["state_res"])
@@ -174,7 +174,8 @@ class Model(nn.Module):
         masks = self.sparsify(rearrange(allowed, "(b l) 1 h w -> b l 1 h w", b=b), generator=generator)
 
         noise = _normal_like(latents, generator)
-        timestamps = flow_matching.sample_timestamps(b, self.num_frames, cc + 1, self.same_t, device=None,
+        timestamps = flow_matching.sample_timestamps(b, self.num_frames, cc + 1, self.same_t,
+                                                     device=generator.device if generator is not None else device,
                                                      generator=generator).to(device)
         inputs = flow_matching.interpolate(latents, noise, timestamps, self.sigma)
         targets = flow_matching.target_velocity(latents, noise, self.sigma)

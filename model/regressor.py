@@ -60,7 +60,8 @@ def random_masking(batch: int, num_tokens: int, keep: int, device: torch.device,
 
     The noise is drawn even when every token is kept, so the random stream matches the original's.
     """
-    noise = torch.rand(batch, num_tokens, device=device, generator=generator)
+    draw_device = generator.device if generator is not None else device
+    noise = torch.rand(batch, num_tokens, device=draw_device, generator=generator).to(device)
     if keep >= num_tokens:  # keeping all tokens: the original's shuffle changes nothing but summation order
         ids = torch.arange(num_tokens, device=device).expand(batch, -1)
         return ids, ids, torch.ones(batch, num_tokens, device=device)
