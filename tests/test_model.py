@@ -198,3 +198,21 @@ def test_training_forward_is_seeded_and_trains_only_the_regressor(tiny_model):
     masked_loss(a["reconstructed_vectors"], a["target_vectors"], a["selected_masks"]).backward()
     with_grad = {name.split(".")[0] for name, p in tiny_model.named_parameters() if p.grad is not None}
     assert with_grad == {"vector_field_regressor"}
+
+
+@pytest.mark.parametrize("name, keys, numel, sections", [
+    ("bair", 813, 326_765_691, {"ae": 343, "dino": 175, "vector_field_regressor": 295}),
+    ("clevrer", 591, 199_061_962, {"ae": 121, "dino": 175, "vector_field_regressor": 295}),
+])
+def test_state_dict_layout_matches_the_original(name, keys, numel, sections):
+    """Spec §2.1 counts, minus the 4 dead time_projection keys (197,888 elements) that we drop."""
+    from tests.conftest import ROOT
+
+    with torch.device("meta"):
+        model = Model(Configuration(ROOT / "configs" / f"{name}.yaml")["model"])
+    state = model.state_dict()
+    assert len(state) == keys - 4
+    assert sum(v.numel() for v in state.values()) == numel - 197_888
+    for section, count in sections.items():
+        expected = count - 4 if section == "vector_field_regressor" else count
+        assert sum(1 for k in state if k.startswith(section + ".")) == expected
