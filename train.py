@@ -1,11 +1,15 @@
-"""Train CAGE: `python train.py --config configs/X.yaml --run-name R [--wandb] [key=value ...]`.
+"""Train CAGE: `python train.py --config configs/X.yaml --run-name R [--wandb] [--num-gpus N] [--resume-step S|-1]
+[--random-seed K] [key=value ...]`.
 
-`--dry-run` checks a config and its data without training: it loads the config with the overrides, builds the
-train (and val, when present) datasets, draws one batch through a DataLoader and prints what it got.
+Multi-GPU: `torchrun --nproc-per-node G train.py ...` (add `--nnodes N --rdzv-backend c10d --rdzv-endpoint HOST:PORT`
+for several nodes), or `--num-gpus G` to spawn G processes on this node. The run lives in
+runs/<name>_run-<run-name>/. `--dry-run` checks a config and its data without training: it builds the train (and
+val, when present) datasets, draws one batch through a DataLoader and prints what it got.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -23,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume-step", type=int, default=None, help="resume from step_N.pth, or -1 for latest.pth")
     parser.add_argument("--random-seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--dry-run", action="store_true", help="check config and data, draw one batch, exit")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop (and save latest.pth) at this global step")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value (+key=value adds a key)")
     return parser
 
@@ -54,6 +60,32 @@ def dry_run(config: Configuration) -> None:
         assert torch.isfinite(batch).all()
 
 
+def run(args: argparse.Namespace, config: Configuration) -> int:
+    """Train in this process (one of possibly several: torchrun or --num-gpus sets the environment)."""
+    from model.checkpoint import CheckpointError
+    from training.distributed import cleanup, init_distributed
+    from training.trainer import Trainer
+
+    info = init_distributed(args.device)
+    try:
+        trainer = Trainer(config, args.run_name, info, seed=args.random_seed, use_wandb=args.wandb,
+                          resume_step=args.resume_step)
+        return trainer.train(max_steps=args.max_steps)
+    except (CheckpointError, FileNotFoundError, KeyError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup()
+
+
+def _spawned(local_rank: int, world_size: int, port: int, args: argparse.Namespace, config: Configuration) -> None:
+    os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    code = run(args, config)
+    if code != 0:
+        sys.exit(code)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -64,12 +96,14 @@ def main(argv=None) -> int:
     except (ConfigurationError, FileNotFoundError, KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(
-        "error: the training loop is not part of this version yet (it is the next milestone: trainer, "
-        "torchrun/DDP, resume, EMA). Use --dry-run to check a config and its data.",
-        file=sys.stderr,
-    )
-    return 2
+    from training.distributed import free_port, launched_by_torchrun
+
+    if launched_by_torchrun() or not args.num_gpus or args.num_gpus <= 1:
+        return run(args, config)
+    import torch.multiprocessing as mp
+
+    mp.spawn(_spawned, args=(args.num_gpus, free_port(), args, config), nprocs=args.num_gpus, join=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -132,11 +132,15 @@ class VideoDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        return self.sample(index)
+
+    def sample(self, index: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The clip of `index`, with its random start, flip and jitter drawn from `generator` (default: torch's RNG)."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} videos")
         index %= len(self)
         if self.total_videos > 0:
             index = index * self.num_videos // self.total_videos
         num_starts = self.video_length(index) - self.span + 1
-        start = int(torch.randint(num_starts, (1,)).item()) if self.random_time else 0
-        return self.transform(self.read_clip(index, start))
+        start = int(torch.randint(num_starts, (1,), generator=generator).item()) if self.random_time else 0
+        return self.transform(self.read_clip(index, start), generator)

@@ -211,11 +211,17 @@ class Model(nn.Module):
         return velocity
 
     # Checkpoints -------------------------------------------------------------------------------------------------
-    def load_from_ckpt(self, path: str | Path, trust: bool = False) -> "Model":
+    def load_from_ckpt(self, path: str | Path, trust: bool = False, use_ema: bool = True) -> "Model":
         """Load a CAGE checkpoint: `{"model": state_dict}` or a bare state dict, with or without DDP's `module.`
         prefix and the legacy `dino_project_in` name. Regressor keys must match exactly; `ae.*` and `dino.*` are
-        loaded when the file has them (all of them) and otherwise left as they are."""
-        state = extract_state_dict(load_file(path, trust=trust), path, keys=("model",))
+        loaded when the file has them (all of them) and otherwise left as they are. Checkpoints of our trainer also
+        hold EMA weights, which are used unless `use_ema=False`."""
+        content = load_file(path, trust=trust)
+        state = extract_state_dict(content, path, keys=("model",))
+        ema = content.get("ema") if isinstance(content, Mapping) and use_ema else None
+        if ema is not None:
+            state.update(ema["shadow"])
+            log.info("%s: using the EMA weights (%d updates)", path, ema["num_updates"])
         if any(key.startswith("module.") for key in state):
             state = strip_prefix(state, "module.")
         state = {key.replace("dino_project_in", "feats_project_in"): value for key, value in state.items()}

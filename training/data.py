@@ -7,7 +7,7 @@ from pathlib import Path
 from dataset.video_dataset import VideoDataset
 
 
-def dataset_from_config(data_config: Mapping, split: str, train: bool = True) -> VideoDataset:
+def dataset_from_config(data_config: Mapping, split: str, train: bool = True, output_dtype: str = "float32") -> VideoDataset:
     """VideoDataset for `data_root/<split>`; augmentation (aug, flip) only when `train`.
 
     Reads the original keys (data_root, input_size, crop_size, frames_per_sample, skip_frames,
@@ -35,4 +35,5 @@ def dataset_from_config(data_config: Mapping, split: str, train: bool = True) ->
         frames_key=data_config.get("frames_key", None),
         total_videos=int(data_config.get("total_videos", -1)),
         skip_short_videos=bool(data_config.get("skip_short_videos", False)),
+        output_dtype=output_dtype,
     )
