@@ -1,5 +1,4 @@
 """Training: schedule, EMA, sampler, loss decrease, exact resume, robustness, export, DDP and signals."""
-import math
 import os
 import signal
 import subprocess

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import signal
 import time
 import warnings
@@ -242,7 +243,7 @@ class Trainer:
                 metrics["skipped"] = True
         self.optimizer.zero_grad(set_to_none=True)
         with warnings.catch_warnings():  # a skipped step still advances the schedule, on purpose
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             self.scheduler.step()
         self.global_step += 1
         if metrics["skipped"]:
