@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, config: Configuration) -> int:
         trainer = Trainer(config, args.run_name, info, seed=args.random_seed, use_wandb=args.wandb,
                           resume_step=args.resume_step)
         return trainer.train(max_steps=args.max_steps)
-    except (CheckpointError, FileNotFoundError, KeyError, ValueError) as error:
+    except (CheckpointError, FileNotFoundError, FileExistsError, KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:

@@ -38,9 +38,18 @@ def test_train_reports_bad_override_and_missing_data(data_root, tmp_path):
     assert missing.returncode == 1 and str(tmp_path / "none" / "train") in missing.stderr
 
 
-def test_train_without_dry_run_says_training_is_not_available():
-    result = run("train.py", "--config", "configs/clevrer.yaml", "--run-name", "t")
-    assert result.returncode == 2 and "--dry-run" in result.stderr
+def test_train_cli_trains_refuses_to_overwrite_and_resumes(tmp_path):
+    for split, n in (("train", 3), ("val", 1)):
+        write_videos(tmp_path / "data" / split, [render_video(10, 32, seed=i) for i in range(n)])
+    command = ["train.py", "--config", "tests/configs/tiny_train.yaml", "--run-name", "cli",
+               f"data.data_root={tmp_path / 'data'}", f"+training.runs_dir={tmp_path / 'runs'}"]
+    first = run(*command, "--max-steps", "2")
+    assert first.returncode == 0, first.stderr
+    again = run(*command)
+    assert again.returncode == 1 and "--resume-step -1" in again.stderr
+    resumed = run(*command, "--resume-step", "-1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr and (tmp_path / "runs" / "tiny_run-cli" / "checkpoints" / "final_step_8.pth").is_file()
 
 
 @pytest.mark.slow

@@ -220,3 +220,29 @@ def test_two_process_ddp_with_gloo(data_root, tmp_path):
     torch.manual_seed(1543)
     initial = Model(tiny_config(data_root, tmp_path)["model"]).state_dict()
     assert any(not torch.equal(initial[k], v) for k, v in state["model"].items() if k.startswith("vector_field_regressor."))
+
+
+def test_failed_save_keeps_the_previous_checkpoint(data_root, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(data_root, tmp_path), "disk", DistInfo(), seed=1)
+    assert trainer.train(max_steps=4) == 0
+    latest = tmp_path / "tiny_run-disk" / "checkpoints" / "latest.pth"
+    good = latest.read_bytes()
+
+    def disk_full(obj, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    trainer.global_step = 5
+    assert trainer.save() is None  # logged, not raised: training can go on
+    assert latest.read_bytes() == good
+    assert not [p for p in latest.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_auto_resume_continues_from_latest(data_root, tmp_path):
+    Trainer(tiny_config(data_root, tmp_path), "auto", DistInfo(), seed=1).train(max_steps=4)
+    again = Trainer(tiny_config(data_root, tmp_path, "+training.auto_resume=true"), "auto", DistInfo(), seed=1)
+    assert again.global_step == 4
+    with pytest.raises(FileExistsError, match="resume-step"):  # never silently overwrite a run's checkpoints
+        Trainer(tiny_config(data_root, tmp_path), "auto", DistInfo(), seed=1)

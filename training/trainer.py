@@ -1,6 +1,7 @@
 """The training loop: CPU (fp32) and CUDA (bf16 autocast) from one code path, DDP, exact resume, EMA, validation."""
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import signal
@@ -128,8 +129,12 @@ class Trainer:
 
         self.ddp_model = self.model
         if info.distributed:
+            # The only buffers are the frozen autoencoder's: no need to sync them every step.
+            no_buffer_sync = ({"forward_sync_buffers": False}
+                              if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                              else {"broadcast_buffers": False})
             self.ddp_model = DistributedDataParallel(
-                self.model, device_ids=[info.local_rank] if self.device.type == "cuda" else None, broadcast_buffers=False
+                self.model, device_ids=[info.local_rank] if self.device.type == "cuda" else None, **no_buffer_sync
             )
         if info.is_main:
             config.save(self.run_dir / "config.yaml")
@@ -143,8 +148,11 @@ class Trainer:
                 raise CheckpointError(f"cannot resume: {path} does not exist")
             return path
         latest = checkpoint_path(self.run_dir, -1)
-        if self.options["auto_resume"] and latest.is_file():
-            return latest
+        if latest.is_file():
+            if self.options["auto_resume"]:
+                return latest
+            raise FileExistsError(f"{self.run_dir} already has checkpoints; continue it with --resume-step -1 (or "
+                                  f"training.auto_resume=true), or choose another --run-name")
         return None
 
     def _load(self, path: Path) -> None:

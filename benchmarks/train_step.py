@@ -1,0 +1,137 @@
+"""Full training steps (frozen AE + DINOv2 features + regressor forward/backward + AdamW) per second, peak memory,
+and model FLOPs utilisation.
+
+    python benchmarks/train_step.py [--configs clevrer bair] [--batch B] [--iters N] [--device cpu|cuda]
+
+Weights are random (the frozen parts allowed to be random); inputs are random clips of the config's size and
+num_observations. FLOPs per step are counted once with torch.utils.flop_counter (matmuls, convolutions, attention);
+MFU = FLOPs per step / seconds per step / the GPU's dense bf16 peak. CUDA runs use bf16 autocast, CPU runs fp32.
+Each config runs in its own subprocess so peak memory is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Dense bf16 peak FLOP/s by device name (datasheet numbers, no sparsity).
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12}
+
+
+def peak_for(name: str) -> float | None:
+    for key, value in PEAK_BF16.items():
+        if key in name:
+            return value
+    return None
+
+
+def child(config_name: str, batch: int, iters: int, warmup: int, device_name: str) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lutils.configuration import Configuration
+    from model.flow_matching import masked_loss
+    from model.model import Model
+
+    config = Configuration(ROOT / "configs" / f"{config_name}.yaml", [
+        "model.autoencoder.ckpt_path=", "+model.autoencoder.random_init=true", "+model.dino_random_init=true"])
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    model = Model(config["model"]).to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    size = int(config["data"]["crop_size"])
+    observations = torch.rand(batch, int(config["training"]["num_observations"]), 3, size, size, device=device) * 2 - 1
+    generator = torch.Generator(device).manual_seed(0)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> None:
+        with autocast:
+            out = model(observations, generator=generator)
+            loss = masked_loss(out["reconstructed_vectors"], out["target_vectors"], out["selected_masks"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(warmup):
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    sync()
+    seconds = (time.perf_counter() - start) / iters
+    if device.type == "cuda":
+        peak_mb, name = torch.cuda.max_memory_allocated() / 2**20, torch.cuda.get_device_name()
+    else:
+        peak_mb, name = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu"
+    return {"seconds": seconds, "flops": flops, "peak_mb": peak_mb, "device": name, "torch": torch.__version__,
+            "rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024,
+            "trainable": sum(p.numel() for p in params)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=["clevrer", "bair"])
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--batch", type=int, default=None, help="default: 16 on CUDA, 1 on CPU")
+    parser.add_argument("--iters", type=int, default=None, help="default: 10 on CUDA, 2 on CPU")
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        name, batch, iters, warmup, device = args.child
+        print(json.dumps(child(name, int(batch), int(iters), int(warmup), device)))
+        return
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    batch = args.batch or (16 if device == "cuda" else 1)
+    iters = args.iters or (10 if device == "cuda" else 2)
+    warmup = args.warmup if args.warmup is not None else (3 if device == "cuda" else 1)
+    rows = []
+    for name in args.configs:
+        done = subprocess.run([sys.executable, __file__, "--child", name, str(batch), str(iters), str(warmup), device],
+                              capture_output=True, text=True, env=os.environ.copy())
+        if done.returncode != 0:
+            rows.append((name, {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}))
+        else:
+            rows.append((name, json.loads(done.stdout.strip().splitlines()[-1])))
+    info = next((r for _, r in rows if "error" not in r), {})
+    print(f"# training step (frozen AE + DINO forward, regressor forward+backward, AdamW); batch {batch}; "
+          f"{'bf16 autocast' if device == 'cuda' else 'fp32'}; {iters} timed steps after {warmup} warm-up")
+    print(f"# device: {info.get('device', device)}, torch {info.get('torch', '?')}, {os.cpu_count()} CPUs")
+    print("| config | trainable | s/step | steps/s | clips/s | TFLOP/step | achieved TFLOP/s | MFU | peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows:
+        if "error" in r:
+            print(f"| {name} | error: {r['error']} |")
+            continue
+        achieved = r["flops"] / r["seconds"]
+        peak = peak_for(r["device"])
+        mfu = f"{100 * achieved / peak:.1f} %" if peak else "n/a (CPU)" if r["device"] == "cpu" else "unknown peak"
+        print(f"| {name} | {r['trainable'] / 1e6:.1f}M | {r['seconds']:.2f} | {1 / r['seconds']:.3f} | "
+              f"{batch / r['seconds']:.2f} | {r['flops'] / 1e12:.3f} | {achieved / 1e12:.3f} | {mfu} | {r['peak_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
