@@ -1,0 +1,228 @@
+"""Sampling videos from a trained CAGE model (reference-compat §5), with the original's schedules and controls.
+
+    from model.generation import generate
+    video = generate(model=model, num_frames=12, device="cuda", initial_frames=frames, feats=feats, feats_masks=masks)
+
+The ODE from noise (t=0) to data (t=1) is solved window by window: "joint" denoises T new frames together, each window
+conditioned on the previous frame (reference) and one random earlier frame (context); "rollout" staggers the noise
+levels of the T frames in flight and advances one frame per stage.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from einops import repeat
+from torchdiffeq import odeint
+from tqdm import tqdm
+
+FIXED_GRID_SOLVERS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
+ADAPTIVE_SOLVERS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+METHODS = ("joint", "rollout")
+
+
+def _randint(low: int, high: int, size: int, device, generator: Optional[torch.Generator]) -> torch.Tensor:
+    draw_device = generator.device if generator is not None else device
+    return torch.randint(low, high, (size,), device=draw_device, generator=generator).to(device)
+
+
+def _randn(shape, device, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU (as the original) unless the generator lives elsewhere."""
+    draw_device = generator.device if generator is not None else "cpu"
+    return torch.randn(shape, device=draw_device, generator=generator).to(device)
+
+
+class VelocityField:
+    """dy/dt of the whole frame buffer for one stage: non-zero only on the T target frames of that stage."""
+
+    def __init__(self, model, feats, masks, num_initial: int, gamma: float, batched_guidance: bool,
+                 generator: Optional[torch.Generator], on_call: Optional[Callable] = None):
+        self.model, self.feats, self.masks = model, feats, masks
+        self.num_initial, self.gamma, self.batched_guidance = num_initial, gamma, batched_guidance
+        self.generator, self.on_call = generator, on_call
+        self.num_targets = model.num_target_frames
+        self.num_context = model.num_context_frames
+        self.stage, self.i, self.context_from, self.scale_rolling = "joint", 0, 0, True
+
+    def set_stage(self, stage: str, i: int, context_from: int, scale_rolling: bool = True) -> None:
+        self.stage, self.i, self.context_from, self.scale_rolling = stage, i, context_from, scale_rolling
+
+    def target_times(self, t: torch.Tensor) -> tuple:
+        """(timestamps of the T targets, velocity scale of each) for this stage at solver time t."""
+        T = self.num_targets
+        j = torch.arange(T, dtype=torch.float32, device=t.device)
+        if self.stage == "joint":
+            return t.expand(T), torch.ones(T, device=t.device)
+        if self.stage == "warmup":
+            return t * (T - j) / T, (T - j) / T
+        if self.stage == "rolling":  # each target advances by 1/T during the stage
+            scale = torch.full((T,), 1.0 / T if self.scale_rolling else 1.0, device=t.device)
+            return ((T - 1 - j) + t) / T, scale
+        raise ValueError(f"unknown stage {self.stage!r}")
+
+    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        b, device, i, T = y.shape[0], y.device, self.i, self.num_targets
+        if self.context_from >= i - 1:  # no earlier frame to choose from: the reference doubles as context
+            context = torch.full((self.num_context,), i - 1, device=device, dtype=torch.long)
+        else:
+            context = _randint(self.context_from, i - 1, self.num_context, device, self.generator)
+        targets = torch.arange(i, i + T, device=device)
+        selected = torch.cat([context, torch.tensor([i - 1], device=device), targets])  # [l]
+        target_t, scale = self.target_times(t.float())
+        times = torch.cat([torch.ones(len(selected) - T, device=device), target_t])  # context/reference are clean
+        x = y[:, selected]
+        indices = repeat(selected, "l -> b l", b=b)
+        times = repeat(times, "l -> b l", b=b).to(y.dtype)
+        feats, masks = self.feats[:, targets - self.num_initial], self.masks[:, targets - self.num_initial]
+        velocity = self._predict(x, times, indices, feats, masks)[:, -T:]
+        dy = torch.zeros_like(y)
+        dy[:, targets] = velocity * scale.to(velocity.dtype)[None, :, None, None, None]
+        return dy
+
+    def _predict(self, x, times, indices, feats, masks) -> torch.Tensor:
+        """(1+γ)·v(controls) − γ·v(no controls); both passes as one batch when `batched_guidance`."""
+        predict = self.model.predict_vector_field
+        if self.gamma == 0:
+            self._record(indices, times, masks, x, feats)
+            return predict(x, times, indices, feats, masks, generator=self.generator)
+        no_masks = torch.zeros_like(masks)
+        if self.batched_guidance:
+            both = predict(torch.cat([x, x]), torch.cat([times, times]), torch.cat([indices, indices]),
+                           torch.cat([feats, feats]), torch.cat([masks, no_masks]), generator=self.generator)
+            self._record(torch.cat([indices, indices]), torch.cat([times, times]), torch.cat([masks, no_masks]), x, feats)
+            conditional, unconditional = both.chunk(2)
+        else:
+            self._record(indices, times, masks, x, feats)
+            conditional = predict(x, times, indices, feats, masks, generator=self.generator)
+            self._record(indices, times, no_masks, x, feats)
+            unconditional = predict(x, times, indices, feats, no_masks, generator=self.generator)
+        return (1 + self.gamma) * conditional - self.gamma * unconditional
+
+    def _record(self, indices, times, masks, x, feats) -> None:
+        if self.on_call is not None:
+            self.on_call({"stage": self.stage, "i": self.i, "indices": indices.clone(), "t": times.clone(),
+                          "masks": masks.clone(), "x_shape": tuple(x.shape), "feats_shape": tuple(feats.shape)})
+
+
+def stages(method: str, num_frames: int, num_initial: int, num_targets: int, init_id: int, past_horizon: int) -> list:
+    """[(stage, i, context_from)]: i is the first target frame of the stage in the buffer."""
+    def context_from(i: int) -> int:
+        return init_id if past_horizon == -1 else max(init_id, i - past_horizon)
+
+    plan = [("joint", num_initial, 0)]
+    if method == "joint":
+        for k in range(0, num_frames - num_targets, num_targets):
+            i = num_initial + num_targets + k
+            plan.append(("joint", i, context_from(i)))
+    elif method == "rollout":
+        if num_frames > num_targets:
+            i = num_initial + num_targets
+            plan.append(("warmup", i, context_from(i)))
+            for i in range(num_initial + num_targets + 1, num_initial + num_frames):
+                plan.append(("rolling", i, context_from(i)))
+    else:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return plan
+
+
+def solver_options(odesolver: str, num_steps: int, atol: float, rtol: float) -> dict:
+    """odeint keyword arguments valid for the solver (the original passed options some solvers reject)."""
+    if odesolver in FIXED_GRID_SOLVERS:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        return {"method": odesolver, "options": {"step_size": 1.0 / num_steps}}
+    if odesolver in ADAPTIVE_SOLVERS:
+        return {"method": odesolver, "atol": atol, "rtol": rtol}
+    raise ValueError(f"odesolver must be one of {FIXED_GRID_SOLVERS + ADAPTIVE_SOLVERS}, got {odesolver!r}")
+
+
+@torch.no_grad()
+def generate(
+    model,
+    num_frames: int,
+    device,
+    initial_frames: Optional[torch.Tensor] = None,
+    feats: Optional[torch.Tensor] = None,
+    feats_masks: Optional[torch.Tensor] = None,
+    batch_size: int = 1,
+    method: str = "joint",
+    odesolver: str = "euler",
+    num_steps: int = 20,
+    gamma: float = 0.0,
+    past_horizon: int = -1,
+    chunk_size: int = 1,
+    verbose: bool = False,
+    generator: Optional[torch.Generator] = None,
+    seed: Optional[int] = None,
+    batched_guidance: bool = True,
+    scale_rollout_velocity: bool = True,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    return_latents: bool = False,
+    on_call: Optional[Callable] = None,
+):
+    """Generate `num_frames` new frames: [b, l_init + num_frames, 3, H, W] on the CPU, initial frames prepended.
+
+    initial_frames [b, l, 3, H, W] in [-1, 1] (None: start from noise); feats [b, k, F, h, w] and feats_masks
+    [b, k, 1, h, w]: controls of generated frame j at index j (None: no controls; shorter: padded with none).
+    gamma: guidance v = (1+γ)·v(controls) − γ·v(no controls). past_horizon: how far back the random context frame may
+    lie (-1: anywhere; 0: the reference itself). generator / seed: all random draws (noise, context frames) come from
+    it, so equal seeds give equal videos; without either, torch's global RNG is used as in the original.
+    scale_rollout_velocity (default True) fixes the original's rollout, whose rolling stages miss the 1/T factor and
+    overshoot; set False to reproduce the original. Returns (video, latents) with return_latents.
+    """
+    device = torch.device(device)
+    if generator is None and seed is not None:
+        generator = torch.Generator().manual_seed(seed)
+    model = model.to(device).eval()
+    T = model.num_target_frames
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    given = [x for x in (initial_frames, feats, feats_masks) if x is not None]
+    b = given[0].shape[0] if given else batch_size
+    if any(x.shape[0] != b for x in given):
+        raise ValueError(f"initial_frames, feats and feats_masks must share the batch size, got {[x.shape[0] for x in given]}")
+    s, (h, w) = model.state_size, model.state_res
+
+    if initial_frames is not None:
+        initial_frames = initial_frames.to(device)
+        latents = model.encode(initial_frames).float()
+        if latents.shape[1] == 1:  # a fake context frame before the single reference
+            latents = torch.cat([_randn((b, 1, s, h, w), device, generator), latents], dim=1)
+        init_id = 0
+    else:
+        latents = _randn((b, 2, s, h, w), device, generator)  # fake context and reference
+        init_id = 2
+    num_initial = latents.shape[1]
+    y = torch.cat([latents, _randn((b, num_frames + T, s, h, w), device, generator)], dim=1)
+
+    length = num_frames + T  # controls for every frame the buffer may denoise
+    if feats is None:
+        feats = torch.zeros(b, length, model.feats_dim, h, w, device=device)
+        feats_masks = torch.zeros(b, length, 1, h, w, device=device)
+    elif feats_masks is None:
+        raise ValueError("feats_masks is required when feats is given")
+    feats, feats_masks = feats.to(device).float(), feats_masks.to(device).float()
+    if feats.shape[1] != feats_masks.shape[1]:
+        raise ValueError(f"feats has {feats.shape[1]} frames but feats_masks {feats_masks.shape[1]}")
+    if feats.shape[1] > length:
+        feats, feats_masks = feats[:, :length], feats_masks[:, :length]
+    elif feats.shape[1] < length:
+        pad = length - feats.shape[1]
+        feats = torch.cat([feats, feats.new_zeros(b, pad, *feats.shape[2:])], dim=1)
+        feats_masks = torch.cat([feats_masks, feats_masks.new_zeros(b, pad, *feats_masks.shape[2:])], dim=1)
+
+    field = VelocityField(model, feats, feats_masks, num_initial, gamma, batched_guidance, generator, on_call)
+    kwargs = solver_options(odesolver, num_steps, atol, rtol)
+    span = torch.tensor([0.0, 1.0], device=device)
+    plan = stages(method, num_frames, num_initial, T, init_id, past_horizon)
+    for stage, i, context_from in tqdm(plan, desc="generate", disable=not verbose):
+        field.set_stage(stage, i, context_from, scale_rollout_velocity)
+        y = odeint(field, y, span, **kwargs)[-1]
+
+    generated = y[:, num_initial:num_initial + num_frames]
+    frames = torch.cat([model.decode(generated[:, k:k + chunk_size]).float().cpu()
+                        for k in range(0, num_frames, max(1, chunk_size))], dim=1)
+    if initial_frames is not None:
+        frames = torch.cat([initial_frames.float().cpu(), frames], dim=1)
+    return (frames, generated) if return_latents else frames
