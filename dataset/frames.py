@@ -1,0 +1,44 @@
+"""Single frames for generation: an image file, or frame t of video v of an HDF5 split ("PATH[:v[:t]]")."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dataset.transforms import ClipTransform
+
+H5_SPEC = re.compile(r"^(?P<path>.+?\.(?:h5|hdf5)|[^:]+)(?::(?P<video>\d+))?(?::(?P<frame>\d+))?$")
+
+
+def load_frame(spec: str, input_size: int, crop_size: int, base_dir: Optional[Path] = None) -> torch.Tensor:
+    """float [3 crop crop] in [-1, 1], resized and centre-cropped like the training clips (no augmentation)."""
+    transform = ClipTransform(input_size, crop_size)
+    match = H5_SPEC.match(spec)
+    path = Path(match.group("path")) if match else Path(spec)
+    if base_dir is not None and not path.is_absolute() and not path.exists():
+        path = Path(base_dir) / path
+    if path.is_dir() or path.suffix in (".h5", ".hdf5"):
+        from dataset.video_dataset import VideoDataset
+
+        if not path.exists():
+            raise FileNotFoundError(f"HDF5 data not found: {path} (from '{spec}')")
+        video, frame = int(match.group("video") or 0), int(match.group("frame") or 0)
+        data = VideoDataset(path, input_size, crop_size, frames_per_sample=1, random_time=False,
+                            random_horizontal_flip=False)
+        if not 0 <= video < data.num_videos:
+            raise ValueError(f"'{spec}': video {video} does not exist ({data.num_videos} videos in {path})")
+        if not 0 <= frame < data.video_length(video):
+            raise ValueError(f"'{spec}': frame {frame} does not exist (video {video} has {data.video_length(video)})")
+        return transform(data.read_clip(video, frame))[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path} (from '{spec}')")
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read image ({error})") from error
+    return transform(torch.from_numpy(pixels).permute(2, 0, 1)[None])[0]

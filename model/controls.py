@@ -1,0 +1,199 @@
+"""Controls as data: which source features go to which latent cells of which generated frame.
+
+A placement takes the features of some cells of a source image and puts them at other cells of one or more
+generated frames. Animation moves a selection along a path over the frames; composition pastes selections from
+several images onto an empty canvas. `build` turns placements into the (feats, feats_masks) that generate() takes.
+The file format (JSON or YAML) is described in docs/controls.md.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+Cell = tuple  # (row, col) on the latent grid
+
+
+class ControlsError(ValueError):
+    """Controls that do not fit the grid, the frames or the sources; the message says which placement."""
+
+
+def box(row0: int, col0: int, row1: int, col1: int) -> list:
+    """Cells of the rectangle rows row0..row1-1, cols col0..col1-1."""
+    if row1 <= row0 or col1 <= col0:
+        raise ControlsError(f"empty box [{row0}, {col0}, {row1}, {col1}] (needs row1 > row0 and col1 > col0)")
+    return [(r, c) for r in range(row0, row1) for c in range(col0, col1)]
+
+
+def linear_path(num_frames: int, end_offset: Sequence[int], start_offset: Sequence[int] = (0, 0)) -> list:
+    """Offsets moving linearly from start_offset (first frame) to end_offset (last frame), rounded to cells."""
+    if num_frames == 1:
+        return [tuple(int(v) for v in end_offset)]
+    return [tuple(round(s + (e - s) * k / (num_frames - 1)) for s, e in zip(start_offset, end_offset))
+            for k in range(num_frames)]
+
+
+@dataclass
+class Placement:
+    """Source cells -> destination cells (cell + offset) in each listed frame (one offset per frame)."""
+
+    source: int
+    cells: list
+    frames: list
+    offsets: list
+    label: str = ""
+
+    def destinations(self) -> Iterable[tuple]:
+        """(frame, (src_row, src_col), (dst_row, dst_col)) for every cell in every frame."""
+        for frame, (dr, dc) in zip(self.frames, self.offsets):
+            for r, c in self.cells:
+                yield frame, (r, c), (r + dr, c + dc)
+
+
+@dataclass
+class Controls:
+    """Placements on a latent grid of `grid` = (h, w) cells for `num_frames` generated frames."""
+
+    grid: tuple
+    num_frames: int
+    placements: list = field(default_factory=list)
+
+    def place(self, source: int, cells: Sequence[Cell], frames: Sequence[int], offset: Sequence[int] = (0, 0),
+              label: str = "") -> "Controls":
+        """The same offset in every listed frame (offset (0, 0): keep the cells where they are)."""
+        frames = list(frames)
+        return self._add(Placement(source, [tuple(c) for c in cells], frames, [tuple(offset)] * len(frames), label))
+
+    def paste(self, source: int, cells: Sequence[Cell], at: Sequence[int], frames: Sequence[int], label: str = "") -> "Controls":
+        """Place the selection with its top-left cell at `at` (composition)."""
+        top = min(r for r, _ in cells), min(c for _, c in cells)
+        return self.place(source, cells, frames, (at[0] - top[0], at[1] - top[1]), label)
+
+    def move(self, source: int, cells: Sequence[Cell], frames: Sequence[int], path: Optional[Sequence] = None,
+             to: Optional[Sequence[int]] = None, label: str = "") -> "Controls":
+        """Move a selection along `path` (one offset per frame) or linearly from where it is to offset `to` (animation)."""
+        frames = list(frames)
+        if (path is None) == (to is None):
+            raise ControlsError(f"move '{label}': give exactly one of path or to")
+        offsets = [tuple(o) for o in path] if path is not None else linear_path(len(frames), to)
+        if len(offsets) != len(frames):
+            raise ControlsError(f"move '{label}': {len(offsets)} path offsets for {len(frames)} frames")
+        return self._add(Placement(source, [tuple(c) for c in cells], frames, offsets, label))
+
+    def _add(self, placement: Placement) -> "Controls":
+        name = placement.label or f"placement {len(self.placements)}"
+        h, w = self.grid
+        if not placement.cells:
+            raise ControlsError(f"{name}: no cells selected")
+        for r, c in placement.cells:
+            if not (0 <= r < h and 0 <= c < w):
+                raise ControlsError(f"{name}: source cell ({r}, {c}) is outside the {h}x{w} latent grid")
+        for frame, _, (r, c) in placement.destinations():
+            if not 0 <= frame < self.num_frames:
+                raise ControlsError(f"{name}: frame {frame} is outside the generated frames 0..{self.num_frames - 1}")
+            if not (0 <= r < h and 0 <= c < w):
+                raise ControlsError(f"{name}: destination cell ({r}, {c}) in frame {frame} is outside the {h}x{w} grid")
+        self.placements.append(placement)
+        return self
+
+    def check_sources(self, num_sources: int) -> None:
+        for k, p in enumerate(self.placements):
+            if not 0 <= p.source < num_sources:
+                raise ControlsError(f"{p.label or f'placement {k}'}: source {p.source} does not exist "
+                                    f"({num_sources} source(s) given)")
+
+    def build(self, source_feats: torch.Tensor) -> tuple:
+        """source_feats [S F h w] -> (feats [1 N F h w], feats_masks [1 N 1 h w]); later placements win on overlaps."""
+        num_sources, dim, h, w = source_feats.shape
+        if (h, w) != tuple(self.grid):
+            raise ControlsError(f"source features are {h}x{w}, the controls' grid is {self.grid[0]}x{self.grid[1]}")
+        self.check_sources(num_sources)
+        feats = source_feats.new_zeros(1, self.num_frames, dim, h, w)
+        masks = source_feats.new_zeros(1, self.num_frames, 1, h, w)
+        for p in self.placements:
+            for frame, (r, c), (dr, dc) in p.destinations():
+                feats[0, frame, :, dr, dc] = source_feats[p.source, :, r, c]
+                masks[0, frame, 0, dr, dc] = 1.0
+        return feats, masks
+
+    def cells_by_frame(self) -> list:
+        """For drawing: the destination cells of each frame."""
+        cells = [set() for _ in range(self.num_frames)]
+        for p in self.placements:
+            for frame, _, dst in p.destinations():
+                cells[frame].add(dst)
+        return [sorted(c) for c in cells]
+
+
+def parse_cells(spec, name: str) -> list:
+    """{"box": [r0, c0, r1, c1]} or [[r, c], ...]."""
+    if isinstance(spec, dict) and "box" in spec:
+        return box(*spec["box"])
+    if isinstance(spec, list) and all(isinstance(c, (list, tuple)) and len(c) == 2 for c in spec):
+        return [tuple(int(v) for v in c) for c in spec]
+    raise ControlsError(f"{name}: 'cells' must be {{\"box\": [r0, c0, r1, c1]}} or a list of [row, col], got {spec!r}")
+
+
+def parse_frames(spec, num_frames: int, name: str) -> list:
+    """"all", [f, ...] or {"from": a, "to": b} (inclusive)."""
+    if spec == "all":
+        return list(range(num_frames))
+    if isinstance(spec, dict) and {"from", "to"} <= set(spec):
+        return list(range(int(spec["from"]), int(spec["to"]) + 1))
+    if isinstance(spec, list) and all(isinstance(f, int) for f in spec):
+        return list(spec)
+    raise ControlsError(f"{name}: 'frames' must be \"all\", a list of frame numbers or {{\"from\": a, \"to\": b}}, got {spec!r}")
+
+
+def controls_from_dict(data: dict, grid: Sequence[int], num_frames: int, source: str = "<controls>") -> tuple:
+    """(Controls, [source specs]) from the file format of docs/controls.md."""
+    grid = tuple(int(v) for v in grid)
+    if "grid" in data and tuple(data["grid"]) != grid:
+        raise ControlsError(f"{source}: written for a {data['grid']} grid, the model's latent grid is {list(grid)}")
+    sources = list(data.get("sources", ["input"]))
+    controls = Controls(grid, num_frames)
+    for k, item in enumerate(data.get("placements", [])):
+        name = f"{source}: placement {k}" + (f" ('{item['label']}')" if "label" in item else "")
+        unknown = set(item) - {"source", "cells", "frames", "offset", "at", "path", "move_to", "label"}
+        if unknown:
+            raise ControlsError(f"{name}: unknown field(s) {sorted(unknown)}")
+        cells = parse_cells(item.get("cells"), name)
+        frames = parse_frames(item.get("frames", "all"), num_frames, name)
+        src = int(item.get("source", 0))
+        modes = [key for key in ("offset", "at", "path", "move_to") if key in item]
+        if len(modes) > 1:
+            raise ControlsError(f"{name}: use only one of offset, at, path, move_to (got {modes})")
+        mode = modes[0] if modes else "offset"
+        if mode == "offset":
+            controls.place(src, cells, frames, item.get("offset", (0, 0)), name)
+        elif mode == "at":
+            controls.paste(src, cells, item["at"], frames, name)
+        elif mode == "path":
+            controls.move(src, cells, frames, path=item["path"], label=name)
+        else:
+            controls.move(src, cells, frames, to=item["move_to"], label=name)
+    controls.check_sources(len(sources))
+    return controls, sources
+
+
+def load_controls(path: str | Path, grid: Sequence[int], num_frames: int) -> tuple:
+    """Read a JSON or YAML controls file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ControlsError(f"controls file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as error:
+        raise ControlsError(f"{path}: cannot parse ({error})") from error
+    if not isinstance(data, dict):
+        raise ControlsError(f"{path}: expected an object with 'placements'")
+    return controls_from_dict(data, grid, num_frames, str(path))
