@@ -141,6 +141,11 @@ def test_checkpoints_and_files(data_root, tmp_path):
     assert torch.equal(model.vector_field_regressor.msk_token, state["ema"]["shadow"]["vector_field_regressor.msk_token"])
     raw = Model(tiny_config(data_root, tmp_path)["model"]).load_from_ckpt(run / "checkpoints" / "latest.pth", use_ema=False)
     assert torch.equal(raw.vector_field_regressor.msk_token, state["model"]["vector_field_regressor.msk_token"])
+    from PIL import Image
+
+    with Image.open(run / "samples" / "step_8.png") as sheet:  # rows real/generated x 2 clips, 4 frames of 32 px
+        assert sheet.size == (4 * 34 + 2, 4 * 34 + 2)
+    assert (run / "samples" / "step_8.gif").is_file()
     metrics = (run / "metrics.jsonl").read_text()
     assert "Training/Stats/grad_norm" in metrics and "Validation/loss" in metrics
 

@@ -48,6 +48,10 @@ DEFAULTS = {
     "auto_resume": False,
     "runs_dir": "runs",
     "record_samples": False,
+    "sample_every": 20000,
+    "sample_clips": 2,
+    "sample_frames": 6,
+    "sample_steps": 20,
 }
 VAL_SEED = 20240101
 BETAS = (0.9, 0.999)
@@ -289,6 +293,35 @@ class Trainer:
         barrier(self.info)
         return loss
 
+    @torch.no_grad()
+    def sample(self) -> Optional[Path]:
+        """Sample videos with the EMA weights on fixed validation clips: the first frame as input, the ground truth's
+        features revealed sparsely (feats_select_prob) as controls. Writes samples/step_N.png (rows: real, generated)
+        and samples/step_N.gif."""
+        from lutils.media import save_contact_sheet, write_video
+        from model.generation import generate
+
+        written = None
+        if self.info.is_main and self.val_set is not None:
+            count = min(int(self.options["sample_clips"]), self.val_set.num_videos)
+            clips = [self.val_set.sample(i, torch.Generator().manual_seed(VAL_SEED + i)) for i in range(count)]
+            real = to_float(torch.stack(clips).to(self.device))
+            frames = min(int(self.options["sample_frames"]), real.shape[1] - 1)
+            real = real[:, : frames + 1]
+            with self.ema.swapped_in(self.model), self.autocast:
+                feats = self.model.get_features(real[:, 1:])
+                masks = self.model.sparsify(torch.ones(count, frames, 1, *self.model.state_res, device=self.device),
+                                            generator=torch.Generator(self.device).manual_seed(VAL_SEED))
+                video = generate(self.model, frames, self.device, initial_frames=real[:, :1], feats=feats,
+                                 feats_masks=masks, num_steps=int(self.options["sample_steps"]), seed=VAL_SEED)
+            folder = self.run_dir / "samples"
+            rows = torch.stack([row for pair in zip(real.cpu(), video.clamp(-1, 1)) for row in pair])
+            written = save_contact_sheet(folder / f"step_{self.global_step}.png", rows)
+            write_video(folder / f"step_{self.global_step}.gif", torch.cat(list(video.clamp(-1, 1)), dim=-1), fps=4)
+            self.logger.info(f"step {self.global_step}: samples written to {written} and .gif")
+        barrier(self.info)
+        return written
+
     # Loop --------------------------------------------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signum
@@ -343,6 +376,9 @@ class Trainer:
                     self.logger.log("Validation/loss", val)
                     self.logger.finalize_logs(self.global_step)
                     self.logger.info(f"step {self.global_step}: validation loss (EMA) {val:.5f}")
+            sample_every = int(self.options["sample_every"])
+            if sample_every > 0 and self.global_step % sample_every == 0:
+                self.sample()
             periodic = self.global_step % int(self.options["save_latest_every"]) == 0 or \
                 self.global_step % int(self.options["save_every"]) == 0
             if periodic and self.global_step < self.total_steps:  # the last step gets the final save below
