@@ -38,7 +38,7 @@ def load_frame(spec: str, input_size: int, crop_size: int, base_dir: Optional[Pa
         raise FileNotFoundError(f"image not found: {path} (from '{spec}')")
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            pixels = np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy for torch
     except OSError as error:
         raise ValueError(f"{path}: cannot read image ({error})") from error
     return transform(torch.from_numpy(pixels).permute(2, 0, 1)[None])[0]
