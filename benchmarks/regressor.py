@@ -14,14 +14,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.timing import time_steps  # noqa: E402
 
 
 def child(config_name: str, backend: str, batch: int, iters: int, warmup: int, device_name: str) -> dict:
@@ -55,25 +55,8 @@ def child(config_name: str, backend: str, batch: int, iters: int, warmup: int, d
         loss.backward()
         net.zero_grad(set_to_none=True)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(warmup):
-        step()
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    sync()
-    seconds = (time.perf_counter() - start) / iters
-    if device.type == "cuda":
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024  # KiB on Linux
+    timing = time_steps(step, iters, warmup, device)
+    seconds, peak_mb = timing["seconds"], timing["growth_mb"]
     return {"ms": seconds * 1000, "peak_mb": peak_mb, "params": sum(p.numel() for p in net.parameters()),
             "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "threads": torch.get_num_threads()}
@@ -106,15 +89,7 @@ def attention_only(config_name: str, batch: int, iters: int, device_name: str) -
                 if mode == "train":
                     out.float().square().mean().backward()
 
-            call()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(iters):
-                call()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            results[(mode, backend)] = (time.perf_counter() - start) / iters * 1000
+            results[(mode, backend)] = time_steps(call, iters, 1, device)["seconds"] * 1000
     return results
 
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.timing import time_steps  # noqa: E402
 
 # Dense bf16 peak FLOP/s by device name (datasheet numbers, no sparsity).
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12}
@@ -62,31 +62,13 @@ def child(config_name: str, batch: int, iters: int, warmup: int, device_name: st
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(warmup):
-        step()
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    sync()
-    seconds = (time.perf_counter() - start) / iters
-    if device.type == "cuda":
-        peak_mb, name = torch.cuda.max_memory_allocated() / 2**20, torch.cuda.get_device_name()
-    else:
-        peak_mb, name = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu"
-    return {"seconds": seconds, "flops": flops, "peak_mb": peak_mb, "device": name, "torch": torch.__version__,
-            "rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024,
-            "trainable": sum(p.numel() for p in params)}
+    timing = time_steps(step, iters, warmup, device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    return {"seconds": timing["seconds"], "flops": flops, "peak_mb": timing["peak_mb"], "device": name,
+            "torch": torch.__version__, "trainable": sum(p.numel() for p in params)}
 
 
 def main() -> None:
