@@ -9,6 +9,7 @@ levels of the T frames in flight and advances one frame per stage.
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, Optional
 
 import torch
@@ -43,6 +44,7 @@ class VelocityField:
         self.num_targets = model.num_target_frames
         self.num_context = model.num_context_frames
         self.stage, self.i, self.context_from, self.scale_rolling = "joint", 0, 0, True
+        self.plot = False  # noise-level bar chart at every evaluation (verbose, in notebooks)
 
     def set_stage(self, stage: str, i: int, context_from: int, scale_rolling: bool = True) -> None:
         self.stage, self.i, self.context_from, self.scale_rolling = stage, i, context_from, scale_rolling
@@ -69,6 +71,8 @@ class VelocityField:
         targets = torch.arange(i, i + T, device=device)
         selected = torch.cat([context, torch.tensor([i - 1], device=device), targets])  # [l]
         target_t, scale = self.target_times(t.float())
+        if self.plot:
+            plot_noise_levels(noise_levels(y.shape[1], i, target_t), f"{self.stage}, frames {i}..{i + T - 1}")
         times = torch.cat([torch.ones(len(selected) - T, device=device), target_t])  # context/reference are clean
         x = y[:, selected]
         indices = repeat(selected, "l -> b l", b=b)
@@ -102,6 +106,36 @@ class VelocityField:
         if self.on_call is not None:
             self.on_call({"stage": self.stage, "i": self.i, "indices": indices.clone(), "t": times.clone(),
                           "masks": masks.clone(), "x_shape": tuple(x.shape), "feats_shape": tuple(feats.shape)})
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where the noise-level plot can be shown)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def noise_levels(buffer_length: int, i: int, target_times: torch.Tensor) -> torch.Tensor:
+    """Timestamp of every buffer frame during a stage: 1 (clean) before i, the targets' t, 0 (noise) after."""
+    levels = torch.zeros(buffer_length)
+    levels[:i] = 1.0
+    levels[i:i + len(target_times)] = target_times.detach().float().cpu()
+    return levels
+
+
+def plot_noise_levels(levels: torch.Tensor, stage: str) -> None:
+    """Bar chart of the noise levels, redrawn in place in a notebook."""
+    import matplotlib.pyplot as plt
+    from IPython.display import clear_output
+
+    clear_output(wait=True)
+    plt.figure(figsize=(max(4, len(levels) * 0.3), 2))
+    plt.bar(range(len(levels)), levels.numpy(), color="tab:blue")
+    plt.ylim(0, 1)
+    plt.xlabel("frame in buffer")
+    plt.ylabel("t (1 = clean)")
+    plt.title(stage)
+    plt.show()
 
 
 def stages(method: str, num_frames: int, num_initial: int, num_targets: int, init_id: int, past_horizon: int) -> list:
@@ -168,6 +202,7 @@ def generate(
     gamma: guidance v = (1+γ)·v(controls) − γ·v(no controls). past_horizon: how far back the random context frame may
     lie (-1: anywhere; 0: the reference itself). generator / seed: all random draws (noise, context frames) come from
     it, so equal seeds give equal videos; without either, torch's global RNG is used as in the original.
+    verbose shows a progress bar over the stages, and inside a notebook a bar chart of every frame's noise level.
     scale_rollout_velocity (default True) fixes the original's rollout, whose rolling stages miss the 1/T factor and
     overshoot; set False to reproduce the original. Returns (video, latents) with return_latents.
     """
@@ -213,6 +248,7 @@ def generate(
         feats_masks = torch.cat([feats_masks, feats_masks.new_zeros(b, pad, *feats_masks.shape[2:])], dim=1)
 
     field = VelocityField(model, feats, feats_masks, num_initial, gamma, batched_guidance, generator, on_call)
+    field.plot = verbose and in_notebook()
     kwargs = solver_options(odesolver, num_steps, atol, rtol)
     span = torch.tensor([0.0, 1.0], device=device)
     plan = stages(method, num_frames, num_initial, T, init_id, past_horizon)

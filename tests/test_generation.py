@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lutils.configuration import Configuration
-from model.generation import generate, stages
+from model.generation import generate, in_notebook, noise_levels, stages
 from model.model import Model
 
 GOLDEN_SETS = ("tiny_ours", "tiny_ldm")
@@ -127,3 +127,9 @@ def test_rollout_timestamps_stagger(golden):
     stage_t = {c["stage"]: c["t"][0, -3:].tolist() for c in calls}
     assert stage_t["warmup"] == [0.0, 0.0, 0.0]
     assert stage_t["rolling"] == pytest.approx([2 / 3, 1 / 3, 0.0])
+
+
+def test_noise_levels_for_the_plot():
+    levels = noise_levels(8, 3, torch.tensor([0.5, 0.25, 0.0]))
+    assert levels.tolist() == [1, 1, 1, 0.5, 0.25, 0.0, 0, 0]
+    assert not in_notebook()  # plain pytest: no plot, only the progress bar
