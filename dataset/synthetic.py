@@ -1,11 +1,22 @@
-"""Synthetic videos of coloured shapes moving with constant velocity and bouncing off the walls.
+"""Synthetic videos of coloured shapes: a small bouncing-shapes generator and a CLEVRER-like world with ground truth.
 
-Deterministic from a seed. Used for the pipeline demo, benchmarks and tests; the embedded-default world
-(collisions, per-frame ground truth) builds on it.
+`render_video` (the small generator): shapes move with constant velocity and bounce off the walls, overlapping
+freely. Used by the pipeline demo, benchmarks and tests.
+
+`generate_world` (the CLEVRER-like world, written by `python -m dataset.make_synthetic`): shapes of a few sizes
+bounce off the walls and collide elastically with each other, optionally on two depth layers that pass over each
+other (occlusion), on a plain or softly textured background, with per-frame ground truth for every object
+(`write_ground_truth` / `read_ground_truth`, format in docs/data-format.md, "Ground truth").
+
+Everything is deterministic from a seed (same seed -> identical frames and ground truth).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
 
 import numpy as np
 

@@ -1,0 +1,405 @@
+"""The generic training loop shared by train.py (CAGE) and train_autoencoder.py (our VQVAE).
+
+One code path for CPU (fp32) and CUDA (bf16 autocast); DDP under torchrun or spawned processes; a run directory
+runs/<name>_run-<run-name>/ with the resolved config, metrics.jsonl, log.txt and atomic checkpoints; bit-exact resume
+(model, EMA, optimizer, scheduler, step, every RNG state, data position); SIGTERM/SIGINT save and stop; non-finite
+steps skipped, counted and stopping the run after N in a row. Subclasses say what the model and the loss are.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import signal
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from dataset.transforms import to_float
+from lutils.configuration import Configuration
+from lutils.logger import Logger
+from model.checkpoint import CheckpointError
+from training.checkpointing import (
+    checkpoint_path,
+    load_training_checkpoint,
+    rng_state,
+    save_training_checkpoint,
+    set_rng_state,
+)
+from training.data import dataset_from_config
+from training.distributed import DistInfo, any_rank, gather_objects
+from training.ema import EMA
+from training.sampler import ResumableSampler, SeededClips
+from training.schedule import build_scheduler
+
+# Optional `training` keys (the original's keys are read as they are).
+DEFAULTS = {
+    "ema_decay": 0.9999,
+    "log_every": 100,
+    "save_latest_every": 5000,
+    "save_every": 20000,
+    "validate_every": 5000,
+    "val_clips": 16,
+    "grad_clip": 1.0,
+    "max_nonfinite_steps": 10,
+    "auto_resume": False,
+    "runs_dir": "runs",
+    "record_samples": False,
+    "sample_every": 20000,
+    "sample_clips": 2,
+    "sample_frames": 6,
+    "sample_steps": 20,
+}
+VAL_SEED = 20240101
+BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+class TrainingStopped(RuntimeError):
+    """The run cannot go on (e.g. too many non-finite losses in a row)."""
+
+
+def run_directory(config: Configuration, run_name: str) -> Path:
+    runs_dir = config["training"].get("runs_dir", DEFAULTS["runs_dir"])
+    return Path(runs_dir) / f"{config['name']}_run-{run_name}"
+
+
+class BaseTrainer:
+    """Runs the optimisation loop; subclasses implement build_model and forward_loss (and may add validation,
+    samples and a per-step hook)."""
+
+    loss_name = "Training/Loss/total_loss"
+
+    def __init__(self, config: Configuration, run_name: str, info: DistInfo, seed: int = 1543,
+                 use_wandb: bool = False, resume_step: Optional[int] = None):
+        self.config, self.info, self.seed = config, info, seed
+        training = config["training"]
+        self.options = {key: training.get(key, default) for key, default in DEFAULTS.items()}
+        optim = training["optimizer"]
+        self.batch_size = int(training["batching"]["batch_size"])
+        self.num_workers = int(training["batching"]["num_workers"])
+        self.warmup_steps = int(optim["num_warmup_steps"])
+        self.total_steps = int(optim["num_training_steps"])
+        data = config["data"]
+        self.num_observations = int(training.get("num_observations", data["frames_per_sample"]))
+        self.run_dir = run_directory(config, run_name)
+        self.device = info.device
+        self.autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+        self.logger = Logger("cage", self.run_dir.name, use_wandb, config.to_dict(), info.rank, self.run_dir)
+        log = self.logger.info
+        log(f"run directory {self.run_dir}; {info.world_size} process(es) on {self.device}")
+
+        # Data first: a missing split is an error before any model is built.
+        self.train_set = dataset_from_config(data, "train", train=True, output_dtype="uint8")
+        if self.num_observations > int(data["frames_per_sample"]):
+            raise ValueError(f"training.num_observations ({self.num_observations}) exceeds data.frames_per_sample "
+                             f"({data['frames_per_sample']})")
+        self.val_set = None
+        if int(self.options["validate_every"]) > 0:
+            try:
+                self.val_set = dataset_from_config(data, "val", train=False, output_dtype="uint8")
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"{error}. Validation needs it; set training.validate_every=0 to train "
+                                        f"without validation") from error
+        log(f"data: {self.train_set.num_videos} train videos" +
+            (f", {self.val_set.num_videos} val videos" if self.val_set is not None else ""))
+
+        # Model, optimizer, schedule, EMA: identical initialisation on every rank.
+        torch.manual_seed(seed)
+        self.model = self.build_model().to(self.device)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=float(optim["learning_rate"]), betas=BETAS, eps=ADAM_EPS,
+                                           weight_decay=float(optim["weight_decay"]))
+        self.scheduler = build_scheduler(self.optimizer, self.warmup_steps, self.total_steps)
+        self.ema = EMA(self.model, float(self.options["ema_decay"])) if float(self.options["ema_decay"]) > 0 else None
+        rank_seed = seed * info.world_size + info.rank
+        torch.manual_seed(rank_seed)
+        np.random.seed(rank_seed % 2**32)
+        self.generator = torch.Generator(self.device).manual_seed(rank_seed)
+        self.global_step = 0
+        self.nonfinite = {"nan": 0, "inf": 0, "in_a_row": 0, "skipped": 0}
+        log(f"model: {sum(p.numel() for p in self.trainable) / 1e6:.2f}M trainable parameters "
+            f"({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M in all)")
+
+        resume = self._resume_path(resume_step)
+        if resume is not None:
+            self._load(resume)
+        self.check_weights()
+
+        self.ddp_model = self.model
+        if info.distributed:
+            # Frozen buffers (e.g. the autoencoder's BatchNorm statistics) need no syncing every step.
+            no_buffer_sync = ({"forward_sync_buffers": False}
+                              if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                              else {"broadcast_buffers": False})
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[info.local_rank] if self.device.type == "cuda" else None, **no_buffer_sync
+            )
+        if info.is_main:
+            config.save(self.run_dir / "config.yaml")
+        self.stop_signal: Optional[int] = None
+
+    # What subclasses provide -------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def forward_loss(self, observations: torch.Tensor) -> tuple:
+        """(loss, {log name: scalar tensor}) of float observations [b O 3 H W] in [-1, 1], through self.ddp_model."""
+        raise NotImplementedError
+
+    def check_weights(self) -> None:
+        """Called after resuming: fail before any work when frozen parts lack weights."""
+
+    def after_step(self) -> None:
+        """Called after each optimizer update (e.g. codebook restarts)."""
+
+    def validate(self) -> Optional[dict]:
+        """{log name: value} on the val split, or None."""
+        return None
+
+    def sample(self) -> None:
+        """Write sample media for the current step (optional)."""
+
+    def state_dict_for_checkpoint(self) -> dict:
+        """What goes under "model" in checkpoints."""
+        return self.model.state_dict()
+
+    def load_model_state(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+    # Resume and checkpoints --------------------------------------------------------------------------------------
+    def _resume_path(self, resume_step: Optional[int]) -> Optional[Path]:
+        if resume_step is not None:
+            path = checkpoint_path(self.run_dir, resume_step)
+            if not path.is_file():
+                raise CheckpointError(f"cannot resume: {path} does not exist")
+            return path
+        latest = checkpoint_path(self.run_dir, -1)
+        if latest.is_file():
+            if self.options["auto_resume"]:
+                return latest
+            raise FileExistsError(f"{self.run_dir} already has checkpoints; continue it with --resume-step -1 (or "
+                                  f"training.auto_resume=true), or choose another --run-name")
+        return None
+
+    def _load(self, path: Path) -> None:
+        state = load_training_checkpoint(path)
+        self.load_model_state(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["lr_scheduler"])
+        self.global_step = int(state["global_step"])
+        self.nonfinite.update(state.get("nonfinite", {}))
+        rngs = state.get("rng", [])
+        if len(rngs) == self.info.world_size:
+            set_rng_state(rngs[self.info.rank], self.generator)
+        else:
+            self.logger.warning(f"checkpoint has RNG states of {len(rngs)} process(es), this run has "
+                                f"{self.info.world_size}: the random stream is reseeded (resume is not bit-exact)")
+        sampler = state.get("sampler", {})
+        if sampler.get("world_size", self.info.world_size) != self.info.world_size:
+            self.logger.warning("different number of processes than the checkpoint: data order differs from an "
+                                "uninterrupted run")
+        self.logger.info(f"resumed from {path} at step {self.global_step}")
+
+    def _save(self, name: str) -> Optional[Path]:
+        """Write checkpoints/<name> on rank 0 (atomically); every rank contributes its RNG state."""
+        rngs = gather_objects(rng_state(self.generator), self.info)
+        if not self.info.is_main:
+            return None
+        state = {
+            "model": self.state_dict_for_checkpoint(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "global_step": self.global_step,
+            "rng": rngs,
+            "sampler": {"position": self.global_step * self.batch_size, "world_size": self.info.world_size,
+                        "seed": self.seed},
+            "nonfinite": dict(self.nonfinite),
+            "config": self.config.to_dict(),
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        path = self.run_dir / "checkpoints" / name
+        try:
+            save_training_checkpoint(path, state)
+        except OSError as error:  # e.g. disk full: the previous file of that name is untouched
+            self.logger.error(f"could not save {path}: {error}")
+            return None
+        return path
+
+    def save(self, final: bool = False) -> Optional[Path]:
+        names = []
+        if final:
+            names.append(f"final_step_{self.global_step}.pth")
+        elif self.global_step % int(self.options["save_every"]) == 0:
+            names.append(f"step_{self.global_step}.pth")
+        names.append("latest.pth")
+        saved = None
+        for name in names:
+            saved = self._save(name) or saved
+        if saved is not None:
+            self.logger.info(f"step {self.global_step}: saved {', '.join(names)}")
+        return saved
+
+    # Steps -------------------------------------------------------------------------------------------------------
+    def loader(self) -> DataLoader:
+        sampler = ResumableSampler(len(self.train_set), self.info.rank, self.info.world_size, self.seed,
+                                   start=self.global_step * self.batch_size)
+        # Its own generator: creating the iterator must not draw from the global RNG (that would break exact resume).
+        return DataLoader(SeededClips(self.train_set), batch_size=self.batch_size, sampler=sampler,
+                          num_workers=self.num_workers, pin_memory=self.device.type == "cuda", drop_last=True,
+                          persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed * self.info.world_size + self.info.rank))
+
+    def train_step(self, batch: torch.Tensor) -> dict:
+        """One optimisation step on a uint8 batch [b O 3 H W]; returns its metrics."""
+        self.ddp_model.train()
+        observations = to_float(batch[:, : self.num_observations].to(self.device, non_blocking=True))
+        lr = self.scheduler.get_last_lr()[0]
+        with self.autocast:
+            loss, logged = self.forward_loss(observations)
+        metrics = {self.loss_name: loss.detach(), **{k: v.detach() if torch.is_tensor(v) else v for k, v in logged.items()},
+                   "learning_rate": lr, "skipped": False}
+        if any_rank(not bool(torch.isfinite(loss)), self.info):
+            self.nonfinite["nan" if torch.isnan(loss) else "inf"] += 1
+            metrics["skipped"] = True
+        else:
+            loss.backward()
+            max_norm = float(self.options["grad_clip"]) if self.global_step >= self.warmup_steps else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, max_norm)
+            metrics["Training/Stats/grad_norm"] = grad_norm.detach()
+            if torch.isfinite(grad_norm):  # gradients are all-reduced, so every rank agrees
+                self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                self.after_step()
+            else:
+                self.nonfinite["inf"] += 1
+                metrics["skipped"] = True
+        self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # a skipped step still advances the schedule, on purpose
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+            self.scheduler.step()
+        self.global_step += 1
+        if metrics["skipped"]:
+            self.nonfinite["in_a_row"] += 1
+            self.nonfinite["skipped"] += 1
+            if self.nonfinite["in_a_row"] >= int(self.options["max_nonfinite_steps"]):
+                raise TrainingStopped(f"{self.nonfinite['in_a_row']} non-finite steps in a row at step "
+                                      f"{self.global_step}; stopping (training.max_nonfinite_steps)")
+        else:
+            self.nonfinite["in_a_row"] = 0
+        return metrics
+
+    # Loop --------------------------------------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signum
+        self.logger.warning(f"received {signal.Signals(signum).name}: saving a checkpoint after this step")
+
+    def train(self, max_steps: Optional[int] = None) -> int:
+        """Train until num_training_steps (or `max_steps`); returns a process exit code."""
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return self._loop(max_steps)
+        except TrainingStopped as error:
+            self.logger.error(str(error))
+            self.save()
+            return 1
+        finally:
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
+            self.logger.close()
+
+    def _loop(self, max_steps: Optional[int]) -> int:
+        end = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
+        log_every = int(self.options["log_every"])
+        validate_every = int(self.options["validate_every"])
+        sample_every = int(self.options["sample_every"])
+        record = open(self.run_dir / f"samples_rank{self.info.rank}.txt", "a") if self.options["record_samples"] else None
+        progress = tqdm(total=end, initial=self.global_step, desc="train", disable=not self.info.is_main, dynamic_ncols=True)
+        window: dict = {}
+        window_start, clips = time.perf_counter(), 0
+        self.logger.info(f"training from step {self.global_step} to {end} (global batch "
+                         f"{self.batch_size * self.info.world_size})")
+        iterator = iter(self.loader())
+        if self.global_step >= end:
+            self.logger.info("nothing to do: already at the last step")
+        while self.global_step < end:
+            batch, indices = next(iterator)
+            if record is not None:  # which clips this rank trained on, one line per step
+                record.write(f"{self.global_step} {' '.join(map(str, indices.tolist()))}\n")
+            metrics = self.train_step(batch)
+            clips += batch.shape[0] * self.info.world_size
+            if not metrics["skipped"]:
+                for key, value in metrics.items():
+                    if key.startswith("Training/"):
+                        window.setdefault(key, []).append(float(value))
+            progress.update()
+            if self.global_step % log_every == 0 or self.global_step == end:
+                elapsed = time.perf_counter() - window_start
+                self._log_window(window, metrics["learning_rate"], clips / max(elapsed, 1e-9))
+                losses = window.get(self.loss_name, [])
+                progress.set_postfix(loss=f"{np.mean(losses) if losses else float('nan'):.4f}")
+                window = {}
+                window_start, clips = time.perf_counter(), 0
+            if validate_every > 0 and self.global_step % validate_every == 0:
+                values = self.validate()
+                if values:
+                    for key, value in values.items():
+                        self.logger.log(key, value)
+                    self.logger.finalize_logs(self.global_step)
+                    self.logger.info(f"step {self.global_step}: " + ", ".join(f"{k} {v:.5f}" for k, v in values.items()))
+            if sample_every > 0 and self.global_step % sample_every == 0:
+                self.sample()
+            periodic = self.global_step % int(self.options["save_latest_every"]) == 0 or \
+                self.global_step % int(self.options["save_every"]) == 0
+            if periodic and self.global_step < self.total_steps:  # the last step gets the final save below
+                self.save()
+            if any_rank(self.stop_signal is not None, self.info):
+                self.save()
+                self.logger.info(f"stopped by signal at step {self.global_step}; continue with --resume-step -1")
+                progress.close()
+                return 0
+        progress.close()
+        if record is not None:
+            record.close()
+        self.check_consistency()
+        if self.global_step >= self.total_steps:
+            saved = self.save(final=True)
+            self.logger.info(f"finished {self.global_step} steps")
+            return 0 if saved is not None or not self.info.is_main else 1
+        self.save()
+        self.logger.info(f"stopped at step {self.global_step} (max steps); continue with --resume-step -1")
+        return 0
+
+    def check_consistency(self) -> None:
+        """Distributed runs: every rank must hold the same trainable weights (fails loudly otherwise)."""
+        if not self.info.distributed:
+            return
+        checksum = torch.stack([p.detach().double().sum() for p in self.trainable]).cpu()
+        checksums = gather_objects(checksum, self.info)
+        if any(not torch.equal(checksums[0], other) for other in checksums[1:]):
+            raise TrainingStopped("DDP consistency check failed: ranks hold different weights")
+        self.logger.info(f"DDP consistency check passed: {self.info.world_size} ranks hold identical weights")
+
+    def _log_window(self, window: dict, lr: float, clips_per_second: float) -> None:
+        log = self.logger.log
+        for key, values in window.items():
+            log(key, float(np.mean(values)) if values else float("nan"))
+        log("Training/Stats/learning_rate", lr)
+        log("Training/Stats/clips_per_second", clips_per_second)
+        log("Training/Stats/total_loss_is_nan", self.nonfinite["nan"])
+        log("Training/Stats/total_loss_is_inf", self.nonfinite["inf"])
+        log("Training/Stats/skipped_steps", self.nonfinite["skipped"])
+        self.logger.finalize_logs(self.global_step)
