@@ -60,16 +60,26 @@ def dry_run(config: Configuration) -> None:
         assert torch.isfinite(batch).all()
 
 
-def run(args: argparse.Namespace, config: Configuration) -> int:
+def trainer_class(kind: str):
+    """The trainer for `kind`: "cage" (train.py) or "autoencoder" (train_autoencoder.py)."""
+    if kind == "autoencoder":
+        from training.autoencoder_trainer import AutoencoderTrainer
+
+        return AutoencoderTrainer
+    from training.trainer import Trainer
+
+    return Trainer
+
+
+def run(args: argparse.Namespace, config: Configuration, kind: str = "cage") -> int:
     """Train in this process (one of possibly several: torchrun or --num-gpus sets the environment)."""
     from model.checkpoint import CheckpointError
     from training.distributed import cleanup, init_distributed
-    from training.trainer import Trainer
 
     info = init_distributed(args.device)
     try:
-        trainer = Trainer(config, args.run_name, info, seed=args.random_seed, use_wandb=args.wandb,
-                          resume_step=args.resume_step)
+        trainer = trainer_class(kind)(config, args.run_name, info, seed=args.random_seed, use_wandb=args.wandb,
+                                      resume_step=args.resume_step)
         return trainer.train(max_steps=args.max_steps)
     except (CheckpointError, FileNotFoundError, FileExistsError, KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -78,15 +88,16 @@ def run(args: argparse.Namespace, config: Configuration) -> int:
         cleanup()
 
 
-def _spawned(local_rank: int, world_size: int, port: int, args: argparse.Namespace, config: Configuration) -> None:
+def _spawned(local_rank: int, world_size: int, port: int, args: argparse.Namespace, config: Configuration,
+             kind: str) -> None:
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    code = run(args, config)
+    code = run(args, config, kind)
     if code != 0:
         sys.exit(code)
 
 
-def main(argv=None) -> int:
+def main(argv=None, kind: str = "cage") -> int:
     args = build_parser().parse_args(argv)
     try:
         config = Configuration(args.config, args.overrides)
@@ -99,10 +110,10 @@ def main(argv=None) -> int:
     from training.distributed import free_port, launched_by_torchrun
 
     if launched_by_torchrun() or not args.num_gpus or args.num_gpus <= 1:
-        return run(args, config)
+        return run(args, config, kind)
     import torch.multiprocessing as mp
 
-    mp.spawn(_spawned, args=(args.num_gpus, free_port(), args, config), nprocs=args.num_gpus, join=True)
+    mp.spawn(_spawned, args=(args.num_gpus, free_port(), args, config, kind), nprocs=args.num_gpus, join=True)
     return 0
 
 

@@ -77,12 +77,14 @@ class BaseTrainer:
     samples and a per-step hook)."""
 
     loss_name = "Training/Loss/total_loss"
+    option_defaults: dict = {}  # per-trainer changes to DEFAULTS
 
     def __init__(self, config: Configuration, run_name: str, info: DistInfo, seed: int = 1543,
                  use_wandb: bool = False, resume_step: Optional[int] = None):
         self.config, self.info, self.seed = config, info, seed
         training = config["training"]
-        self.options = {key: training.get(key, default) for key, default in DEFAULTS.items()}
+        defaults = {**DEFAULTS, **self.option_defaults}
+        self.options = {key: training.get(key, default) for key, default in defaults.items()}
         optim = training["optimizer"]
         self.batch_size = int(training["batching"]["batch_size"])
         self.num_workers = int(training["batching"]["num_workers"])
@@ -176,6 +178,13 @@ class BaseTrainer:
     def load_model_state(self, state: dict) -> None:
         self.model.load_state_dict(state)
 
+    def extra_state(self) -> dict:
+        """Further state a subclass needs for exact resume (saved under "extra")."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
     # Resume and checkpoints --------------------------------------------------------------------------------------
     def _resume_path(self, resume_step: Optional[int]) -> Optional[Path]:
         if resume_step is not None:
@@ -200,6 +209,7 @@ class BaseTrainer:
         self.scheduler.load_state_dict(state["lr_scheduler"])
         self.global_step = int(state["global_step"])
         self.nonfinite.update(state.get("nonfinite", {}))
+        self.load_extra_state(state.get("extra", {}))
         rngs = state.get("rng", [])
         if len(rngs) == self.info.world_size:
             set_rng_state(rngs[self.info.rank], self.generator)
@@ -227,6 +237,7 @@ class BaseTrainer:
                         "seed": self.seed},
             "nonfinite": dict(self.nonfinite),
             "config": self.config.to_dict(),
+            "extra": self.extra_state(),
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()

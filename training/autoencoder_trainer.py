@@ -1,0 +1,143 @@
+"""Training our own VQVAE (autoencoder type "ours") on HDF5 clips, on the generic loop (training/loop.py).
+
+Loss: reconstruction MSE + codebook and commitment terms (beta 0.25). Dead codes (rarely chosen ones) are restarted
+at encoder outputs of the current batch every `restart_every` steps, so the codebook stays in use. Checkpoints keep
+the VQVAE's weights under "model" with DDP's `module.` prefix: the file is directly an `autoencoder.ckpt_path` that
+Model (and the original code) loads.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from einops import rearrange
+
+from dataset.transforms import to_float
+from model.autoencoder import VQVAE
+from model.checkpoint import strip_prefix
+from training.distributed import barrier
+from training.loop import VAL_SEED, BaseTrainer
+
+USAGE_DECAY = 0.99
+
+
+def psnr(reconstructions: torch.Tensor, targets: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
+    mse = F.mse_loss(reconstructions.float().clamp(-1, 1), targets.float()).item()
+    return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
+
+
+class AutoencoderTrainer(BaseTrainer):
+    """Trains VQVAE(config["autoencoder"]) to reconstruct frames; see train_autoencoder.py."""
+
+    option_defaults = {"ema_decay": 0.0, "restart_every": 100, "dead_code_threshold": 0.03}
+
+    def build_model(self) -> VQVAE:
+        ae = self.config["autoencoder"]
+        if ae.get("type", "ours") != "ours":
+            raise ValueError(f"train_autoencoder.py trains autoencoder type 'ours' only, got '{ae['type']}'")
+        weights = self.config["training"].get("loss_weights", {})
+        self.reconstruction_weight = float(weights.get("reconstruction", 1.0))
+        self.vq_weight = float(weights.get("vq", 1.0))
+        self.restart_every = int(self.config["training"].get("restart_every", self.option_defaults["restart_every"]))
+        self.dead_threshold = float(self.config["training"].get("dead_code_threshold",
+                                                                 self.option_defaults["dead_code_threshold"]))
+        model = VQVAE(
+            int(ae["encoder"]["in_channels"]), int(ae["encoder"]["out_channels"]),
+            int(ae["decoder"]["in_channels"]), int(ae["decoder"]["out_channels"]),
+            int(ae["vector_quantizer"]["num_embeddings"]), int(ae["vector_quantizer"]["embedding_dimension"]),
+        )
+        # Expected uses of each code per step, as an exponential moving average (restarts use it).
+        self.usage = torch.ones(model.vector_quantizer.num_embeddings)
+        self.last_latents: Optional[torch.Tensor] = None
+        self.last_codes: Optional[torch.Tensor] = None
+        return model
+
+    def forward_loss(self, observations: torch.Tensor) -> tuple:
+        frames = rearrange(observations, "b o c h w -> (b o) c h w")
+        out = self.ddp_model(frames, with_loss=True)
+        reconstruction = F.mse_loss(out.reconstructions.float(), frames.float())
+        loss = self.reconstruction_weight * reconstruction + self.vq_weight * out.vq_loss.float()
+        self.last_latents, self.last_codes = out.latents.detach(), out.codes.detach()
+        counts = torch.bincount(out.codes.flatten(), minlength=self.usage.numel()).float()
+        probabilities = counts / counts.sum()
+        perplexity = torch.exp(-(probabilities * torch.log(probabilities.clamp_min(1e-10))).sum())
+        return loss, {"Training/Loss/reconstruction": reconstruction, "Training/Loss/vq": out.vq_loss,
+                      "Training/Stats/codebook_used": (counts > 0).float().mean(), "Training/Stats/perplexity": perplexity}
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Track code usage; restart dead codes at random encoder outputs of this batch (same on every rank)."""
+        counts = torch.bincount(self.last_codes.flatten(), minlength=self.usage.numel()).float().to(self.device)
+        if self.info.distributed:
+            dist.all_reduce(counts)
+        self.usage.mul_(USAGE_DECAY).add_(counts.cpu() * (1 - USAGE_DECAY))
+        if self.restart_every <= 0 or (self.global_step + 1) % self.restart_every != 0:
+            return
+        expected = counts.sum().item() / self.usage.numel()
+        dead = torch.nonzero(self.usage < self.dead_threshold * expected).flatten()
+        if len(dead) == 0:
+            return
+        embedding = self.model.vector_quantizer.embedding.weight
+        candidates = rearrange(self.last_latents, "n c h w -> (n h w) c").float()
+        picks = torch.randint(len(candidates), (len(dead),), generator=self.generator, device=self.generator.device)
+        embedding.data[dead.to(embedding.device)] = candidates[picks.to(candidates.device)].to(embedding.dtype)
+        if self.info.distributed:
+            dist.broadcast(embedding.data, src=0)
+        self.usage[dead] = expected
+        self.logger.info(f"step {self.global_step + 1}: restarted {len(dead)} dead codes")
+
+    def extra_state(self) -> dict:
+        return {"usage": self.usage.clone()}
+
+    def load_extra_state(self, state: dict) -> None:
+        if "usage" in state:
+            self.usage.copy_(state["usage"])
+
+    def state_dict_for_checkpoint(self) -> dict:
+        """The VQVAE's keys with `module.`, the format of the original's autoencoder files."""
+        return {f"module.{key}": value for key, value in self.model.state_dict().items()}
+
+    def load_model_state(self, state: dict) -> None:
+        self.model.load_state_dict(strip_prefix(state, "module."))
+
+    def _val_frames(self) -> torch.Tensor:
+        count = min(int(self.options["val_clips"]), self.val_set.num_videos)
+        indices = np.linspace(0, self.val_set.num_videos - 1, count).round().astype(int).tolist()
+        clips = [self.val_set.sample(i, torch.Generator().manual_seed(VAL_SEED + k)) for k, i in enumerate(indices)]
+        return rearrange(to_float(torch.stack(clips)), "b o c h w -> (b o) c h w")
+
+    @torch.no_grad()
+    def validate(self) -> Optional[dict]:
+        """Reconstruction PSNR and codebook use on fixed validation frames."""
+        if self.val_set is None:
+            return None
+        values = None
+        if self.info.is_main:
+            frames = self._val_frames().to(self.device)
+            self.model.eval()
+            with self.autocast:
+                out = self.model(frames)
+            values = {"Validation/psnr": psnr(out.reconstructions, frames),
+                      "Validation/codebook_used": float(out.codes.unique().numel() / self.usage.numel())}
+        barrier(self.info)
+        return values
+
+    @torch.no_grad()
+    def sample(self) -> None:
+        """samples/step_N.png: validation frames (top) and their reconstructions (bottom)."""
+        from lutils.media import save_contact_sheet
+
+        if self.info.is_main and self.val_set is not None:
+            frames = self._val_frames().to(self.device)
+            self.model.eval()
+            with self.autocast:
+                reconstructions = self.model(frames).reconstructions.float().clamp(-1, 1)
+            path = save_contact_sheet(self.run_dir / "samples" / f"step_{self.global_step}.png",
+                                      torch.stack([frames.cpu(), reconstructions.cpu()]))
+            self.logger.info(f"step {self.global_step}: reconstructions written to {path}")
+        barrier(self.info)
