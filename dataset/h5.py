@@ -304,6 +304,11 @@ class SplitWriter(_CommitOrAbort):
         self._shard.add_video(frames, name)
         self.num_videos += 1
 
+    @property
+    def staging_dir(self) -> Path:
+        """The hidden folder the shards are written to until commit (e.g. to add data to finished shards)."""
+        return self._tmp_dir
+
     def finish_shards(self) -> list:
         """Close the last shard; returns the names of all shards."""
         if self._shard is not None:
