@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from dataset.frames import load_frame
     from model.checkpoint import CheckpointError
-    from model.controls import Controls, ControlsError, load_controls
+    from model.controls import Controls, ControlsError, load_controls, pixel_boxes
 
     out = Path(args.out)
     try:
@@ -94,11 +94,8 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     video_path = write_video(out, video[0].clamp(-1, 1), fps=args.fps)
-    first = 1 if args.input else 0
-    cell = video.shape[-1] // grid[1], video.shape[-2] // grid[0]
-    boxes = [[[] for _ in range(first)] + [[(c * cell[0], r * cell[1], (c + 1) * cell[0], (r + 1) * cell[1])
-                                             for r, c in cells] for cells in controls.cells_by_frame()]]
-    strip = save_contact_sheet(out.with_suffix(".png"), video[:1].clamp(-1, 1), boxes=boxes)
+    boxes = pixel_boxes(controls, video.shape[-2:], leading_frames=1 if args.input else 0)
+    strip = save_contact_sheet(out.with_suffix(".png"), video[:1].clamp(-1, 1), boxes=[boxes])
     print(f"wrote {video_path} ({video.shape[1]} frames) and {strip} (control cells outlined in red)")
     return 0
 

@@ -128,6 +128,20 @@ class Controls:
         return [sorted(c) for c in cells]
 
 
+def pixel_boxes(controls: "Controls", image_size: Sequence[int], leading_frames: int = 0) -> list:
+    """Pixel rectangles (x0, y0, x1, y1) of each frame's control cells, for lutils.media.contact_sheet(boxes=[...]).
+
+    image_size is (H, W); `leading_frames` frames without controls (e.g. the input frame) come first.
+    """
+    height, width = image_size
+    cell_h, cell_w = height / controls.grid[0], width / controls.grid[1]
+    boxes = [[] for _ in range(leading_frames)]
+    for cells in controls.cells_by_frame():
+        boxes.append([(round(c * cell_w), round(r * cell_h), round((c + 1) * cell_w), round((r + 1) * cell_h))
+                      for r, c in cells])
+    return boxes
+
+
 def parse_cells(spec, name: str) -> list:
     """{"box": [r0, c0, r1, c1]} or [[r, c], ...]."""
     if isinstance(spec, dict) and "box" in spec:

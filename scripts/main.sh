@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main command: sets up .venv if needed, then runs the data pipeline demo on a generated sample.
+# The main command: sets up .venv if needed, then runs the embedded default end to end on the CPU
+# (synthetic world -> our VQVAE -> CAGE -> controlled animation, composition and control accuracy).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup_env.sh"
 cd "$root"
-exec "$root/.venv/bin/python" scripts/data_pipeline_demo.py "$@"
+exec "$root/.venv/bin/python" scripts/toy_pipeline.py "$@"

@@ -1,0 +1,82 @@
+"""The embedded default's two demos on synthetic test clips: an animation (one object moved by control) and a
+composition (objects from two clips pasted onto an empty canvas). Each writes .mp4, .gif and a .png strip with the
+control cells outlined."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dataset.synthetic import read_ground_truth
+from dataset.video_dataset import VideoDataset
+from evaluation.control import choose_object, choose_shift, object_cells
+from lutils.media import save_contact_sheet, write_video
+from model.controls import Controls, pixel_boxes
+from model.generation import generate
+
+
+def _clips(data_path: Path):
+    """(frame 0 as [1 3 H W] in [-1,1], ground truth, cell px) of every test clip with a usable object."""
+    dataset = VideoDataset(data_path, 10**6, 10**6, frames_per_sample=1, random_time=False, random_horizontal_flip=False)
+    for index in range(dataset.num_videos):
+        shard, video = (int(v) for v in dataset.entries[index])
+        gt = read_ground_truth(dataset.shard_paths[shard], video)
+        k = choose_object(gt)
+        if k is not None:
+            yield dataset.read_clip(index, 0).float().div(127.5).sub(1), gt, k
+
+
+def _write(out: Path, name: str, video: torch.Tensor, rows: torch.Tensor, boxes: list) -> list:
+    out.mkdir(parents=True, exist_ok=True)
+    frames = video[0].clamp(-1, 1)
+    return [write_video(out / f"{name}.mp4", frames, fps=4), write_video(out / f"{name}.gif", frames, fps=4),
+            save_contact_sheet(out / f"{name}.png", rows, boxes=boxes)]
+
+
+@torch.no_grad()
+def animation(model, data_path: Path, out: Path, num_frames: int, steps: int, shift: int = 3) -> list:
+    """Move one object of a test clip by `shift` cells over the generated frames."""
+    grid = tuple(model.state_res)
+    for frame0, gt, k in _clips(data_path):
+        size = frame0.shape[-1]
+        cells = object_cells(gt["centers"][0, k], float(gt["radius"][k]), size / grid[1], grid)
+        move = choose_shift(cells, gt["centers"][0, k], size, grid, shift)
+        if move is not None:
+            break
+    else:
+        raise ValueError(f"{data_path}: no clip with an object that can be moved by {shift} cells")
+    controls = Controls(grid, num_frames).move(0, cells, list(range(num_frames)), to=move)
+    feats, masks = controls.build(model.get_features(frame0))
+    video = generate(model, num_frames, "cpu", initial_frames=frame0[None], feats=feats, feats_masks=masks,
+                     num_steps=steps, seed=0)
+    boxes = [pixel_boxes(controls, video.shape[-2:], leading_frames=1)]
+    return _write(out, "animation", video, video[:1], boxes)
+
+
+@torch.no_grad()
+def composition(model, data_path: Path, out: Path, num_frames: int, steps: int) -> list:
+    """One object from each of two test clips on an empty canvas: the first stays, the second slides right."""
+    grid = tuple(model.state_res)
+    picks = []
+    for frame0, gt, k in _clips(data_path):
+        cells = object_cells(gt["centers"][0, k], float(gt["radius"][k]), frame0.shape[-1] / grid[1], grid)
+        picks.append((frame0, cells))
+        if len(picks) == 2:
+            break
+    if len(picks) < 2:
+        raise ValueError(f"{data_path}: fewer than two clips with a usable object")
+    frames = list(range(num_frames))
+    controls = Controls(grid, num_frames).paste(0, picks[0][1], at=(1, 1), frames=frames)
+    span = max(c for _, c in picks[1][1]) - min(c for _, c in picks[1][1])
+    start = grid[1] - 3 - span
+    path = [(0, round(2 * f / max(1, num_frames - 1))) for f in frames]
+    top = min(r for r, _ in picks[1][1]), min(c for _, c in picks[1][1])
+    offsets = [(grid[0] - 3 - top[0] + dr, start - top[1] + dc - 2) for dr, dc in path]
+    controls.move(1, picks[1][1], frames, path=offsets)
+    sources = torch.cat([picks[0][0], picks[1][0]])  # [2 3 H W]
+    feats, masks = controls.build(model.get_features(sources))
+    video = generate(model, num_frames, "cpu", feats=feats, feats_masks=masks, num_steps=steps, seed=0)
+    rows = torch.cat([torch.cat([sources, torch.full((num_frames - 2, *sources.shape[1:]), 1.0)])[None],
+                      video.clamp(-1, 1)]) if num_frames >= 2 else video
+    boxes = [[], pixel_boxes(controls, video.shape[-2:])]
+    return _write(out, "composition", video, rows, boxes)

@@ -1,0 +1,110 @@
+"""The embedded default end to end on a CPU: synthetic world -> our VQVAE -> CAGE -> controlled animation,
+composition, and control accuracy. Finished stages are reused; --fresh starts over; --quick is the reduced form
+the test suite runs.
+
+    python scripts/toy_pipeline.py [--root DIR] [--quick] [--fresh]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+FULL = {"train": 300, "val": 16, "test": 64, "ae_steps": 600, "ae_batch": 16, "cage_steps": 1500, "cage_batch": 8,
+        "eval_clips": 24, "eval_steps": 10, "frames": 6}
+QUICK = {"train": 6, "val": 2, "test": 6, "ae_steps": 4, "ae_batch": 4, "cage_steps": 4, "cage_batch": 2,
+         "eval_clips": 2, "eval_steps": 2, "frames": 3}
+
+
+def stage(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def train_stage(kind: str, config: str, root: Path, steps: int, batch: int, extra: list) -> Path:
+    """Run train.py / train_autoencoder.py in this process unless the final checkpoint exists; returns it."""
+    from train import main as train_main
+
+    name = {"autoencoder": "toy_autoencoder", "cage": "toy"}[kind]
+    final = root / "runs" / f"{name}_run-toy" / "checkpoints" / f"final_step_{steps}.pth"
+    if final.is_file():
+        print(f"reusing {final}")
+        return final
+    overrides = [f"data.data_root={root / 'data' / 'toy_h5'}", f"+training.runs_dir={root / 'runs'}",
+                 f"training.optimizer.num_training_steps={steps}", f"training.batching.batch_size={batch}", *extra]
+    code = train_main(["--config", str(ROOT / "configs" / config), "--run-name", "toy", "--device", "cpu",
+                       *overrides], kind=kind)
+    if code != 0 or not final.is_file():
+        raise SystemExit(f"{kind} training failed (exit {code}); see {final.parent.parent / 'log.txt'}")
+    return final
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default=str(ROOT), help="where data/, runs/ and outputs/ go")
+    parser.add_argument("--quick", action="store_true", help="a few steps per stage (tests)")
+    parser.add_argument("--fresh", action="store_true", help="delete earlier toy data, runs and outputs first")
+    args = parser.parse_args()
+    root, p = Path(args.root), (QUICK if args.quick else FULL)
+    out = root / "outputs" / "toy"
+    if args.fresh:
+        for path in (root / "data" / "toy_h5", root / "runs" / "toy_autoencoder_run-toy", root / "runs" / "toy_run-toy", out):
+            shutil.rmtree(path, ignore_errors=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    start = time.time()
+
+    stage("1/5 synthetic world -> data/toy_h5 (train/val/test with ground truth)")
+    data = root / "data" / "toy_h5"
+    if (data / "test" / "manifest.json").is_file():
+        print("reusing existing data")
+    else:
+        from dataset.make_synthetic import main as make_synthetic
+
+        code = make_synthetic(["--out_dir", str(data), "--train", str(p["train"]), "--val", str(p["val"]), "--test",
+                               str(p["test"]), "--frames", "32", "--size", "64", "--min_objects", "2",
+                               "--max_objects", "4", "--seed", "0", "--force", "--quiet"])
+        if code != 0:
+            return code
+
+    stage("2/5 our VQVAE (train_autoencoder.py, configs/toy_autoencoder.yaml)")
+    ae_ckpt = train_stage("autoencoder", "toy_autoencoder.yaml", root, p["ae_steps"], p["ae_batch"],
+                          ["training.validate_every=200", f"training.sample_every={p['ae_steps']}"])
+
+    stage("3/5 CAGE (train.py, configs/toy.yaml)")
+    cage_ckpt = train_stage("cage", "toy.yaml", root, p["cage_steps"], p["cage_batch"],
+                            [f"model.autoencoder.ckpt_path={ae_ckpt}", f"training.sample_every={p['cage_steps']}"])
+
+    from lutils.configuration import Configuration
+    from model.model import Model
+
+    config = Configuration(ROOT / "configs" / "toy.yaml", [f"model.autoencoder.ckpt_path={ae_ckpt}"])
+    model = Model(config["model"]).load_from_ckpt(cage_ckpt).eval()
+
+    stage("4/5 animation and composition")
+    from scripts.toy_demos import animation, composition
+
+    for path in animation(model, data / "test", out, p["frames"], p["eval_steps"]) + \
+            composition(model, data / "test", out, p["frames"], p["eval_steps"]):
+        print(f"wrote {path}")
+
+    stage("5/5 control accuracy (evaluation/control.py)")
+    from evaluation.control import control_accuracy, format_result
+
+    result = control_accuracy(model, data / "test", p["eval_clips"], p["frames"], shift=2, steps=p["eval_steps"],
+                              progress=False)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "control_accuracy.json").write_text(json.dumps(result, indent=2))
+    print(format_result(result))
+    print(f"\nwrote {out / 'control_accuracy.json'}; total {time.time() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Control accuracy: object localisation, cell selection, summaries, and the embedded-default pipeline (reduced)."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dataset.synthetic import COLOUR_RGB
+from evaluation.control import choose_object, choose_shift, locate, object_cells, summarise
+from tests.conftest import ROOT
+
+
+def disc_frame(size, center, radius, rgb, background=235):
+    frame = np.full((size, size, 3), background, dtype=np.uint8)
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    frame[(xs - center[0]) ** 2 + (ys - center[1]) ** 2 <= radius ** 2] = rgb
+    return frame
+
+
+def test_locate_finds_the_centroid_of_the_colour():
+    frame = disc_frame(64, (20.0, 41.0), 6, COLOUR_RGB[0])
+    frame[5:9, 50:54] = COLOUR_RGB[2]  # another object of another colour
+    found = locate(frame, COLOUR_RGB[0], area=math.pi * 36)
+    assert np.allclose(found, (20.0, 41.0), atol=0.5)
+    assert locate(frame, COLOUR_RGB[3], area=math.pi * 36) is None  # absent colour: lost
+
+
+def test_object_cells_and_shift():
+    cells = object_cells(np.array([20.0, 41.0]), 6.0, 8.0, (8, 8))
+    assert (5, 2) in cells and all(abs((c + 0.5) * 8 - 20) <= 6 + 1e-9 or (r, c) == (5, 2) for r, c in cells)
+    assert choose_shift(cells, np.array([20.0, 41.0]), 64, (8, 8), 2) == (0, 2)  # toward the centre, horizontally
+    edge = [(0, 7)]
+    assert choose_shift(edge, np.array([60.0, 4.0]), 64, (8, 8), 9) is None
+
+
+def test_choose_object_needs_a_unique_visible_colour():
+    gt = {"colour": np.array([0, 0, 2]), "radius": np.array([5.0, 9.0, 4.0]),
+          "visible_pixels": np.array([[70, 250, 50], [70, 250, 50]])}
+    assert choose_object(gt) == 2  # the two red ones share a colour
+    gt["visible_pixels"] = np.array([[70, 250, 10], [70, 250, 50]])  # object 2 occluded in frame 0
+    assert choose_object(gt) is None
+
+
+def test_summarise_closed_form():
+    result = summarise([[0.0, 8.0], [16.0, float("inf")]], cell=8.0, size=64)
+    diagonal = 64 * math.sqrt(2)
+    assert result["mean_distance_px"] == pytest.approx((4.0 + (16 + diagonal) / 2) / 2)
+    assert result["within_one_cell"] == 0.5 and result["lost"] == 0.25 and result["clips"] == 2
+
+
+@pytest.mark.slow
+def test_embedded_default_pipeline_reduced(tmp_path):
+    """The README's main command in a reduced form: every stage runs and writes its files; a rerun reuses them."""
+    command = [sys.executable, "scripts/toy_pipeline.py", "--quick", "--root", str(tmp_path)]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = tmp_path / "outputs" / "toy"
+    for name in ("animation", "composition"):
+        for suffix in (".mp4", ".gif", ".png"):
+            assert (out / f"{name}{suffix}").stat().st_size > 0
+    result = json.loads((out / "control_accuracy.json").read_text())
+    assert result["settings"]["num_clips"] >= 1 and {"controlled", "baseline"} <= set(result)
+    assert "| controlled |" in first.stdout
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0 and "reusing existing data" in second.stdout and second.stdout.count("reusing ") >= 3
