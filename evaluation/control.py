@@ -2,8 +2,9 @@
 
 For each test clip: take an object that is fully visible in frame 0 and has a colour no other object in the clip has,
 move its features linearly by `shift` cells (toward the image centre) over the generated frames, generate from
-frame 0, find the object in every generated frame by its colour, and measure the distance of its centroid to the
-target position. The baseline is the same generation (same seed) without controls, measured against the same targets.
+frame 0, find the object in every generated frame by its colour (as the autoencoder renders it), and measure the
+distance of its centroid to the target position. The baseline is the same generation (same seed) without controls,
+measured against the same targets.
 
     python -m evaluation.control --config configs/toy.yaml --ckpt runs/toy_run-toy/checkpoints/latest.pth \
         --data data/toy_h5/test --num-clips 32 --out control.json
@@ -20,7 +21,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from dataset.synthetic import COLOUR_RGB, read_ground_truth
+from dataset.synthetic import read_ground_truth
 from dataset.video_dataset import VideoDataset
 from lutils.logging import to_video
 from model.controls import Controls
@@ -39,16 +40,34 @@ def object_cells(center: np.ndarray, radius: float, cell: float, grid: tuple) ->
     return sorted(set(cells) | {own})
 
 
-def locate(frame: np.ndarray, rgb: np.ndarray, area: float) -> Optional[np.ndarray]:
-    """Centroid (x, y) of the pixels of colour `rgb` (nearer to it than to any other palette colour), or None."""
+def locate(frame: np.ndarray, palette: np.ndarray, index: int, area: float) -> Optional[np.ndarray]:
+    """Centroid (x, y) of the pixels whose nearest palette colour is palette[index] (within the tolerance), or None
+    when fewer than MIN_PIXELS_FRACTION * area pixels match. The palette holds the colours the scene can show
+    (every object's colour and the background)."""
     pixels = frame.reshape(-1, 3).astype(np.float32)
-    distances = np.linalg.norm(pixels[:, None, :] - COLOUR_RGB[None].astype(np.float32), axis=-1)  # [n colours]
-    own = np.linalg.norm(pixels - rgb.astype(np.float32), axis=-1)
-    mask = (own <= COLOUR_TOLERANCE) & (own <= distances.min(axis=1) + 1e-6)
+    distances = np.linalg.norm(pixels[:, None, :] - palette[None].astype(np.float32), axis=-1)  # [n colours]
+    mask = (distances.argmin(axis=1) == index) & (distances[:, index] <= COLOUR_TOLERANCE)
     if mask.sum() < MIN_PIXELS_FRACTION * area:
         return None
     ys, xs = np.divmod(np.flatnonzero(mask), frame.shape[1])
     return np.array([xs.mean() + 0.5, ys.mean() + 0.5])
+
+
+def scene_palette(reconstruction: np.ndarray, gt: dict) -> np.ndarray:
+    """Colours as the autoencoder renders them: each object's mean colour inside its disc in the reconstruction of
+    frame 0, then the background's median colour. Generated frames are decoded by the same autoencoder, so these
+    (not the ideal palette colours) are the colours to look for."""
+    size = reconstruction.shape[0]
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    colours, covered = [], np.zeros((size, size), dtype=bool)
+    for k in range(len(gt["colour"])):
+        cx, cy = gt["centers"][0, k]
+        distance = np.hypot(xs - cx, ys - cy)
+        inner = distance <= max(1.0, 0.6 * gt["radius"][k])
+        covered |= distance <= gt["radius"][k] + 2
+        colours.append(reconstruction[inner].mean(axis=0) if inner.any() else gt["colour_rgb"][gt["colour"][k]])
+    background = np.median(reconstruction[~covered], axis=0) if (~covered).any() else np.full(3, 235.0)
+    return np.array(colours + [background], dtype=np.float32)
 
 
 def choose_object(gt: dict) -> Optional[int]:
@@ -124,11 +143,13 @@ def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_fram
         feats, masks = controls.build(model.get_features(initial[0]))
         targets = [center + np.array([dc, dr]) * cell for dr, dc in path]
         area = float(gt["visible_pixels"][0, k])
+        reconstruction = to_video(model.decode(model.encode(initial))[0, 0].clamp(-1, 1)).transpose(1, 2, 0)
+        palette = scene_palette(reconstruction, gt)
         for name, (f, m) in (("controlled", (feats, masks)), ("baseline", (None, None))):
             video = generate(model, num_frames, device, initial_frames=initial, feats=f, feats_masks=m,
                              num_steps=steps, gamma=gamma, seed=seed + index)
             frames = to_video(video[0, 1:].clamp(-1, 1)).transpose(0, 2, 3, 1)  # [n H W 3]
-            found = [locate(frame, gt["colour_rgb"][gt["colour"][k]], area) for frame in frames]
+            found = [locate(frame, palette, k, area) for frame in frames]
             results[name].append([float(np.linalg.norm(p - t)) if p is not None else float("inf")
                                   for p, t in zip(found, targets)])
         used.append({"index": index, "object": int(k), "colour": gt["colour_names"][gt["colour"][k]],

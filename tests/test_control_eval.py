@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dataset.synthetic import COLOUR_RGB
-from evaluation.control import choose_object, choose_shift, locate, object_cells, summarise
+from evaluation.control import choose_object, choose_shift, locate, object_cells, scene_palette, summarise
 from tests.conftest import ROOT
 
 
@@ -22,9 +22,20 @@ def disc_frame(size, center, radius, rgb, background=235):
 def test_locate_finds_the_centroid_of_the_colour():
     frame = disc_frame(64, (20.0, 41.0), 6, COLOUR_RGB[0])
     frame[5:9, 50:54] = COLOUR_RGB[2]  # another object of another colour
-    found = locate(frame, COLOUR_RGB[0], area=math.pi * 36)
+    palette = np.array([COLOUR_RGB[0], COLOUR_RGB[2], COLOUR_RGB[3], [235, 235, 235]], dtype=np.float32)
+    found = locate(frame, palette, 0, area=math.pi * 36)
     assert np.allclose(found, (20.0, 41.0), atol=0.5)
-    assert locate(frame, COLOUR_RGB[3], area=math.pi * 36) is None  # absent colour: lost
+    assert locate(frame, palette, 2, area=math.pi * 36) is None  # absent colour: lost
+
+
+def test_scene_palette_uses_the_rendered_colours():
+    shifted = np.array([180, 90, 60])  # how a blurry autoencoder might render red
+    frame = disc_frame(64, (20.0, 41.0), 6, shifted, background=230)
+    gt = {"colour": np.array([0]), "radius": np.array([6.0]), "centers": np.array([[[20.0, 41.0]]]),
+          "colour_rgb": COLOUR_RGB}
+    palette = scene_palette(frame, gt)
+    assert np.allclose(palette[0], shifted) and np.allclose(palette[1], 230)
+    assert np.allclose(locate(frame, palette, 0, area=math.pi * 36), (20.0, 41.0), atol=0.5)
 
 
 def test_object_cells_and_shift():
