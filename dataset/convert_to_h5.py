@@ -20,7 +20,6 @@ if __name__ == "__main__" and not __package__:
     sys.path.insert(0, os.path.dirname(_here))
 
 import argparse
-import json
 import random
 import re
 import time
@@ -31,7 +30,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 from tqdm import tqdm
 
-from dataset.h5 import COMPRESSIONS, LAYOUTS, SplitWriter
+from dataset.h5 import COMPRESSIONS, LAYOUTS, SplitWriter, commit_splits
 from dataset.video_io import RESIZE_MODES, VIDEO_EXTENSIONS, DecodeError, read_frame_folder, read_video
 
 SPLITS = ("train", "val", "test")
@@ -304,16 +303,10 @@ def main(argv: Optional[list] = None) -> int:
         }
         print(f"converting {sum(map(len, work.values()))} videos ({mode}) from {args.data_dir} -> {out_dir} "
               f"[{args.layout} layout, {args.processes} processes]", file=sys.stderr)
-        converted: list = []  # (writer, manifest) of finished splits, moved into place only once all succeeded
-        try:
-            for split, items in work.items():
-                converted.append(convert_split(split, items, reader, out_dir, args, settings, skipped.get(split)))
-        except BaseException:
-            for writer, _ in converted:
-                writer.abort()
-            raise
+        # Splits are moved into place only once all of them converted.
+        converted = commit_splits(convert_split(split, items, reader, out_dir, args, settings, skipped.get(split))
+                                  for split, items in work.items())
         for writer, manifest in converted:
-            writer.commit({"manifest.json": json.dumps(manifest, indent=2) + "\n"})
             print(f"{manifest['split']}: {manifest['num_videos']} videos -> {writer.out_dir} "
                   f"({len(manifest['skipped'])} skipped, {manifest['seconds']} s)", file=sys.stderr)
     except (ConversionError, DecodeError, FileExistsError) as error:

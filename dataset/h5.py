@@ -14,6 +14,7 @@ chunked    (ours, see docs/data-format.md; root attribute cage_format="chunked")
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -340,6 +341,22 @@ class SplitWriter(_CommitOrAbort):
         if self._shard is not None:
             self._shard.abort()
         shutil.rmtree(self._tmp_dir, ignore_errors=True)
+
+
+def commit_splits(staged_splits: Iterable) -> list:
+    """Consume (SplitWriter, manifest) pairs, one per finished split, then move every split into place with its
+    manifest.json. If producing any split fails, every split staged so far is deleted: all or nothing."""
+    staged: list = []
+    try:
+        for writer, manifest in staged_splits:
+            staged.append((writer, manifest))
+    except BaseException:
+        for writer, _ in staged:
+            writer.abort()
+        raise
+    for writer, manifest in staged:
+        writer.commit({"manifest.json": json.dumps(manifest, indent=2) + "\n"})
+    return staged
 
 
 def write_videos(

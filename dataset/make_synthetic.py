@@ -11,7 +11,6 @@ deterministic, and the splits differ. A split folder appears only once all split
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict
@@ -20,7 +19,7 @@ from typing import Optional
 
 import h5py
 
-from dataset.h5 import CHUNKED, COMPRESSIONS, SplitWriter
+from dataset.h5 import CHUNKED, COMPRESSIONS, SplitWriter, commit_splits
 from dataset.synthetic import BACKGROUNDS, MASS_MODELS, WorldConfig, WorldError, generate_world, write_ground_truth
 
 SPLITS = ("train", "val", "test")
@@ -149,18 +148,11 @@ def main(argv: Optional[list] = None) -> int:
             for split in splits:
                 if (out_dir / split).exists() and any((out_dir / split).iterdir()):
                     raise FileExistsError(f"output split folder is not empty: {out_dir / split} (use --force to replace it)")
-        written: list = []  # (writer, manifest), moved into place only once every split is complete
-        try:
-            for split in splits:
-                written.append(write_split(out_dir, split, counts[split], config, args.seed, args.compression,
-                                           args.num_per_shard, args.force, args.quiet))
-        except BaseException:
-            for writer, _ in written:
-                writer.abort()
-            raise
-        for writer, manifest in written:
-            writer.commit({"manifest.json": json.dumps(manifest, indent=2) + "\n"})
-            if not args.quiet:
+        # Splits are moved into place only once every one of them is complete.
+        written = commit_splits(write_split(out_dir, split, counts[split], config, args.seed, args.compression,
+                                            args.num_per_shard, args.force, args.quiet) for split in splits)
+        if not args.quiet:
+            for writer, manifest in written:
                 print(f"{manifest['split']}: {manifest['num_videos']} videos -> {writer.out_dir} "
                       f"({manifest['seconds']} s)", file=sys.stderr)
     except (WorldError, FileExistsError) as error:
