@@ -17,20 +17,11 @@ from einops import repeat
 from torchdiffeq import odeint
 from tqdm import tqdm
 
+from model import rng
+
 FIXED_GRID_SOLVERS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 ADAPTIVE_SOLVERS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 METHODS = ("joint", "rollout")
-
-
-def _randint(low: int, high: int, size: int, device, generator: Optional[torch.Generator]) -> torch.Tensor:
-    draw_device = generator.device if generator is not None else device
-    return torch.randint(low, high, (size,), device=draw_device, generator=generator).to(device)
-
-
-def _randn(shape, device, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Standard normal noise drawn on the CPU (as the original) unless the generator lives elsewhere."""
-    draw_device = generator.device if generator is not None else "cpu"
-    return torch.randn(shape, device=draw_device, generator=generator).to(device)
 
 
 class VelocityField:
@@ -67,7 +58,7 @@ class VelocityField:
         if self.context_from >= i - 1:  # no earlier frame to choose from: the reference doubles as context
             context = torch.full((self.num_context,), i - 1, device=device, dtype=torch.long)
         else:
-            context = _randint(self.context_from, i - 1, self.num_context, device, self.generator)
+            context = rng.randint(self.context_from, i - 1, (self.num_context,), device, self.generator)
         targets = torch.arange(i, i + T, device=device)
         selected = torch.cat([context, torch.tensor([i - 1], device=device), targets])  # [l]
         target_t, scale = self.target_times(t.float())
@@ -219,17 +210,18 @@ def generate(
         raise ValueError(f"initial_frames, feats and feats_masks must share the batch size, got {[x.shape[0] for x in given]}")
     s, (h, w) = model.state_size, model.state_res
 
+    # Noise is drawn on the CPU (as the original) unless the generator lives elsewhere: equal seeds, equal videos.
     if initial_frames is not None:
         initial_frames = initial_frames.to(device)
         latents = model.encode(initial_frames).float()
         if latents.shape[1] == 1:  # a fake context frame before the single reference
-            latents = torch.cat([_randn((b, 1, s, h, w), device, generator), latents], dim=1)
+            latents = torch.cat([rng.normal((b, 1, s, h, w), device, generator, default="cpu"), latents], dim=1)
         init_id = 0
     else:
-        latents = _randn((b, 2, s, h, w), device, generator)  # fake context and reference
+        latents = rng.normal((b, 2, s, h, w), device, generator, default="cpu")  # fake context and reference
         init_id = 2
     num_initial = latents.shape[1]
-    y = torch.cat([latents, _randn((b, num_frames + T, s, h, w), device, generator)], dim=1)
+    y = torch.cat([latents, rng.normal((b, num_frames + T, s, h, w), device, generator, default="cpu")], dim=1)
 
     length = num_frames + T  # controls for every frame the buffer may denoise
     if feats is None:

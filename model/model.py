@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from lutils.configuration import to_plain
-from model import flow_matching
+from model import flow_matching, rng
 from model.autoencoder import build_autoencoder
 from model.checkpoint import CheckpointError, extract_state_dict, key_diff, load_file, strip_prefix
 from model.dino import build_dino
@@ -31,17 +31,6 @@ REGRESSOR_KEYS = (
     "state_size", "state_res", "inner_dim", "depth", "mid_depth", "fc_dim", "num_heads", "dropout",
     "max_relative_position", "masking_ratio", "causal",
 )
-
-
-def _uniform(shape, low: float, high: float, device, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """U[low, high) drawn on the generator's device (or `device`), returned on `device`."""
-    draw_device = generator.device if generator is not None else device
-    return (torch.rand(shape, device=draw_device, generator=generator) * (high - low) + low).to(device)
-
-
-def _normal_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    draw_device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, device=draw_device, dtype=x.dtype, generator=generator).to(x.device)
 
 
 class Model(nn.Module):
@@ -110,7 +99,7 @@ class Model(nn.Module):
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Control masks: each cell revealed with probability select_prob * allowed (same shape as `allowed`)."""
         prob = self.feats_select_prob if select_prob is None else select_prob
-        draw = _uniform(allowed.shape, 0.0, 1.0, allowed.device, generator)
+        draw = rng.uniform(allowed.shape, 0.0, 1.0, allowed.device, generator)
         return (draw < prob * allowed).to(allowed.dtype)
 
     # Training step -----------------------------------------------------------------------------------------------
@@ -120,7 +109,7 @@ class Model(nn.Module):
         cc, t = self.num_context_frames, self.num_target_frames
         if num_observations < cc + t + 1:
             raise ValueError(f"need at least {cc + t + 1} observations per clip, got {num_observations}")
-        gen_device = generator.device if generator is not None else "cpu"
+        gen_device = rng.draw_device(generator, "cpu")
         reference = torch.randint(cc, num_observations - t, (batch,), device=gen_device, generator=generator)
         context = (torch.rand(batch, cc, device=gen_device, generator=generator) * reference[:, None]).long()
         context = context.sort(dim=1).values
@@ -131,8 +120,8 @@ class Model(nn.Module):
         """[count 4] crop parameters (s_x, s_y, t_x, t_y): scales U[0.5,1) and shifts U[-0.75,0.75) per axis."""
         if self.no_scale_inv:
             return torch.tensor([1.0, 1.0, 0.0, 0.0], device=device).expand(count, 4).clone()
-        scales = _uniform((count, 2), *CROP_SCALE_RANGE, device, generator)
-        shifts = _uniform((count, 2), *CROP_SHIFT_RANGE, device, generator)
+        scales = rng.uniform((count, 2), *CROP_SCALE_RANGE, device, generator)
+        shifts = rng.uniform((count, 2), *CROP_SHIFT_RANGE, device, generator)
         return torch.cat([scales, shifts], dim=1)
 
     def control_features(self, frames: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple:
@@ -173,9 +162,9 @@ class Model(nn.Module):
         feats = rearrange(feats, "(b l) f h w -> b l f h w", b=b)
         masks = self.sparsify(rearrange(allowed, "(b l) 1 h w -> b l 1 h w", b=b), generator=generator)
 
-        noise = _normal_like(latents, generator)
+        noise = rng.normal(latents.shape, latents.device, generator, dtype=latents.dtype)
         timestamps = flow_matching.sample_timestamps(b, self.num_frames, cc + 1, self.same_t,
-                                                     device=generator.device if generator is not None else device,
+                                                     device=rng.draw_device(generator, device),
                                                      generator=generator).to(device)
         inputs = flow_matching.interpolate(latents, noise, timestamps, self.sigma)
         targets = flow_matching.target_velocity(latents, noise, self.sigma)
@@ -193,9 +182,9 @@ class Model(nn.Module):
         """Per sample: with no_context_p replace the context latents by noise, and then with no_reference_p also the
         reference latent (the original draws one coin per batch; per sample has the same expectation, less variance)."""
         b, cc = inputs.shape[0], self.num_context_frames
-        drop_context = _uniform((b,), 0.0, 1.0, inputs.device, generator) < self.no_context_p
-        drop_reference = drop_context & (_uniform((b,), 0.0, 1.0, inputs.device, generator) < self.no_reference_p)
-        replaced = _normal_like(inputs[:, : cc + 1], generator)
+        drop_context = rng.uniform((b,), 0.0, 1.0, inputs.device, generator) < self.no_context_p
+        drop_reference = drop_context & (rng.uniform((b,), 0.0, 1.0, inputs.device, generator) < self.no_reference_p)
+        replaced = rng.normal(inputs[:, : cc + 1].shape, inputs.device, generator, dtype=inputs.dtype)
         frame = torch.arange(inputs.shape[1], device=inputs.device)
         drop = (frame[None, :] < cc) & drop_context[:, None] | (frame[None, :] == cc) & drop_reference[:, None]  # [b l]
         drop = drop[:, : cc + 1, None, None, None]

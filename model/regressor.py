@@ -10,6 +10,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
+from model import rng
 from model.attention import RelativeAttentionLayer, TimeDependentAttentionLayer
 from model.embeddings import PositionEncoding2D, timestamp_embedding
 
@@ -60,8 +61,7 @@ def random_masking(batch: int, num_tokens: int, keep: int, device: torch.device,
 
     The noise is drawn even when every token is kept, so the random stream matches the original's.
     """
-    draw_device = generator.device if generator is not None else device
-    noise = torch.rand(batch, num_tokens, device=draw_device, generator=generator).to(device)
+    noise = rng.uniform((batch, num_tokens), 0.0, 1.0, device, generator)
     if keep >= num_tokens:  # keeping all tokens: the original's shuffle changes nothing but summation order
         ids = torch.arange(num_tokens, device=device).expand(batch, -1)
         return ids, ids, torch.ones(batch, num_tokens, device=device)
