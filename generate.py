@@ -63,13 +63,17 @@ def main(argv=None) -> int:
         size = (int(config.data.input_size), int(config.data.crop_size))
         if "input" in sources and not args.input:
             raise ControlsError(f"{args.controls}: uses source 'input' but no --input was given")
-        specs = [args.input if s == "input" else s for s in sources]
-        for spec in specs:  # existence of every source before any work
-            path = Path(spec.split(":")[0] if ".h5" in spec or ".hdf5" in spec else spec)
-            if not path.exists() and not (base_dir and (base_dir / path).exists()):
-                raise FileNotFoundError(f"source not found: {spec}")
-        if args.input:
-            load_frame(args.input, *size)  # readable?
+        # Every frame is read once, here, so a missing or unreadable source fails before the model is built.
+        initial = load_frame(args.input, *size)[None, None] if args.input else None
+        frames = []
+        for spec in sources:
+            if spec == "input":
+                frames.append(initial[0, 0])
+                continue
+            try:
+                frames.append(load_frame(spec, *size, base_dir))
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"source not found: {spec} ({error})") from error
 
         import torch
 
@@ -82,9 +86,7 @@ def main(argv=None) -> int:
         model = model.to(device).eval()
         feats = masks = None
         if controls.placements:
-            frames = torch.stack([load_frame(spec, *size, base_dir) for spec in specs]).to(device)
-            feats, masks = controls.build(model.get_features(frames))
-        initial = load_frame(args.input, *size)[None, None] if args.input else None
+            feats, masks = controls.build(model.get_features(torch.stack(frames).to(device)))
         print(f"generating {args.num_frames} frames ({args.method}, {args.solver}, {args.steps} steps, gamma "
               f"{args.gamma}, {len(controls.placements)} placement(s)) on {device}", file=sys.stderr)
         video = generate(model, args.num_frames, device, initial_frames=initial, feats=feats, feats_masks=masks,
