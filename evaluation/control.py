@@ -113,25 +113,29 @@ def summarise(per_clip: list, cell: float, size: int) -> dict:
     }
 
 
+def usable_clips(data_path: str | Path):
+    """(index, frame 0 as [1 3 H W] in [-1, 1] at the stored size, ground truth, chosen object) for every clip of a
+    synthetic split that has an object choose_object accepts."""
+    # Only read_clip is used (raw stored frames), so the resize/crop sizes are placeholders that never apply.
+    dataset = VideoDataset(data_path, 10**6, 10**6, frames_per_sample=1, random_time=False, random_horizontal_flip=False)
+    for index in range(dataset.num_videos):
+        shard_index, video = (int(v) for v in dataset.entries[index])
+        gt = read_ground_truth(dataset.shard_paths[shard_index], video)
+        k = choose_object(gt)
+        if k is not None:
+            yield index, dataset.read_clip(index, 0).float().div(127.5).sub(1), gt, k
+
+
 @torch.no_grad()
 def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_frames: int = 6, shift: int = 2,
                      steps: int = 20, gamma: float = 0.0, seed: int = 0, device="cpu", progress: bool = True) -> dict:
     """Controlled vs uncontrolled distance of the moved object to its targets over `num_clips` test clips."""
     grid = tuple(model.state_res)
-    dataset = VideoDataset(data_path, 10**6, 10**6, frames_per_sample=1, random_time=False, random_horizontal_flip=False)
     results = {"controlled": [], "baseline": []}
     used = []
-    for index in range(dataset.num_videos):
-        if len(used) >= num_clips:
-            break
-        shard_index, video = (int(v) for v in dataset.entries[index])
-        gt = read_ground_truth(dataset.shard_paths[shard_index], video)
-        frame0 = dataset.read_clip(index, 0).float().div(127.5).sub(1)  # [1 3 H W] as stored
+    for index, frame0, gt, k in usable_clips(data_path):
         size = frame0.shape[-1]
         cell = size / grid[1]
-        k = choose_object(gt)
-        if k is None:
-            continue
         center = gt["centers"][0, k]
         cells = object_cells(center, float(gt["radius"][k]), cell, grid)
         move = choose_shift(cells, center, size, grid, shift)
@@ -158,6 +162,8 @@ def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_fram
             print(f"clip {index}: {used[-1]['colour']} object moved by {list(move)} cells; controlled "
                   f"{np.mean(np.minimum(results['controlled'][-1], 1e9)):.1f} px, baseline "
                   f"{np.mean(np.minimum(results['baseline'][-1], 1e9)):.1f} px", file=sys.stderr)
+        if len(used) >= num_clips:
+            break
     if not used:
         raise ValueError(f"{data_path}: no clip has a uniquely coloured, visible object that can be moved by {shift} cells")
     return {

@@ -7,23 +7,10 @@ from pathlib import Path
 
 import torch
 
-from dataset.synthetic import read_ground_truth
-from dataset.video_dataset import VideoDataset
-from evaluation.control import choose_object, choose_shift, object_cells
+from evaluation.control import choose_shift, object_cells, usable_clips
 from lutils.media import save_contact_sheet, write_video
 from model.controls import Controls, pixel_boxes
 from model.generation import generate
-
-
-def _clips(data_path: Path):
-    """(frame 0 as [1 3 H W] in [-1,1], ground truth, cell px) of every test clip with a usable object."""
-    dataset = VideoDataset(data_path, 10**6, 10**6, frames_per_sample=1, random_time=False, random_horizontal_flip=False)
-    for index in range(dataset.num_videos):
-        shard, video = (int(v) for v in dataset.entries[index])
-        gt = read_ground_truth(dataset.shard_paths[shard], video)
-        k = choose_object(gt)
-        if k is not None:
-            yield dataset.read_clip(index, 0).float().div(127.5).sub(1), gt, k
 
 
 def _write(out: Path, name: str, video: torch.Tensor, rows: torch.Tensor, boxes: list) -> list:
@@ -37,7 +24,7 @@ def _write(out: Path, name: str, video: torch.Tensor, rows: torch.Tensor, boxes:
 def animation(model, data_path: Path, out: Path, num_frames: int, steps: int, shift: int = 3) -> list:
     """Move one object of a test clip by `shift` cells over the generated frames."""
     grid = tuple(model.state_res)
-    for frame0, gt, k in _clips(data_path):
+    for _, frame0, gt, k in usable_clips(data_path):
         size = frame0.shape[-1]
         cells = object_cells(gt["centers"][0, k], float(gt["radius"][k]), size / grid[1], grid)
         move = choose_shift(cells, gt["centers"][0, k], size, grid, shift)
@@ -58,7 +45,7 @@ def composition(model, data_path: Path, out: Path, num_frames: int, steps: int) 
     """One object from each of two test clips on an empty canvas: the first stays, the second slides right."""
     grid = tuple(model.state_res)
     picks = []
-    for frame0, gt, k in _clips(data_path):
+    for _, frame0, gt, k in usable_clips(data_path):
         cells = object_cells(gt["centers"][0, k], float(gt["radius"][k]), frame0.shape[-1] / grid[1], grid)
         picks.append((frame0, cells))
         if len(picks) == 2:
