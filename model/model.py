@@ -48,6 +48,11 @@ class Model(nn.Module):
         self.no_reference_p = float(config["no_reference_p"])
         self.feats_select_prob = float(config["feats_select_prob"])
         self.no_scale_inv = bool(config.get("no_scale_inv", False))
+        # Latents are multiplied by this after encoding (divided before decoding) so that they have about the unit
+        # variance of the flow's noise. 1 (the original's behaviour) unless the config sets it, e.g. for our VQVAE.
+        self.latent_scale = float(config.get("latent_scale", 1.0))
+        if not self.latent_scale > 0:
+            raise ValueError(f"model.latent_scale must be a positive number, got {config.get('latent_scale')!r}")
         self.same_t = bool(config.get("same_t", False))
         backbone = config.get("feature_backbone", "dino")
         if backbone != "dino":
@@ -79,13 +84,14 @@ class Model(nn.Module):
     # Frozen parts ------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames [b l 3 H W] in [-1, 1] -> unquantized latents [b l s h w]."""
-        return self.ae.encode(frames)
+        """Frames [b l 3 H W] in [-1, 1] -> unquantized latents [b l s h w], times latent_scale."""
+        latents = self.ae.encode(frames)
+        return latents if self.latent_scale == 1.0 else latents * self.latent_scale
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [b l s h w] -> frames [b l 3 H W] (quantized first; always with the autoencoder in eval mode)."""
-        return self.ae.decode(latents)
+        return self.ae.decode(latents if self.latent_scale == 1.0 else latents / self.latent_scale)
 
     @torch.no_grad()
     def get_features(self, frames: torch.Tensor) -> torch.Tensor:

@@ -113,7 +113,11 @@ class AutoencoderTrainer(BaseTrainer):
 
     @torch.no_grad()
     def validate(self) -> Optional[dict]:
-        """Reconstruction PSNR and codebook use on fixed validation frames."""
+        """Reconstruction PSNR, codebook use and latent spread on fixed validation frames.
+
+        `latent_std` is the standard deviation of the unquantized latents; CAGE's `model.latent_scale` should be about
+        its inverse, so that the latents match the unit variance of the flow's noise.
+        """
         if self.val_set is None:
             return None
         values = None
@@ -123,7 +127,8 @@ class AutoencoderTrainer(BaseTrainer):
             with self.autocast:
                 out = self.model(frames)
             values = {"Validation/psnr": psnr(out.reconstructions, frames),
-                      "Validation/codebook_used": float(out.codes.unique().numel() / self.usage.numel())}
+                      "Validation/codebook_used": float(out.codes.unique().numel() / self.usage.numel()),
+                      "Validation/latent_std": float(out.latents.float().std())}
         barrier(self.info)
         return values
 
