@@ -1,0 +1,75 @@
+"""The evaluation protocol: every choice that changes the numbers, in one record that goes into results.json.
+
+FVD values from different papers rarely agree because of small protocol differences (which clips, how many, how
+frames are resized, whether the conditioning frames are compared, how the real set is subsampled). Here each of them
+is an explicit field, and a resumed evaluation refuses to mix batches made under another protocol.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+FVD_FRAMES = ("all", "generated")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What is generated and how it is compared."""
+
+    split: str
+    num_videos: int  # clips generated (evenly spaced over the split, in order)
+    cond_frames: int  # K real frames given to the model
+    gen_frames: int  # F frames generated after them
+    skip_frames: int  # stride between clip frames - 1 (from the config's data section)
+    frame_size: int  # frames are resized (shorter side) to data.input_size and centre-cropped to this
+    clip_start: int  # first frame of every clip
+    steps: int
+    gamma: float
+    seed: int
+    batch_size: int  # clips per generate() call; with the seed, it fixes every random draw
+    controls_prob: float  # probability that a cell of a generated frame reveals the real frame's DINO features
+    method: str = "joint"
+    solver: str = "euler"
+    fvd_resolution: int = 224  # I3D input: shorter side resized bilinearly (no antialias), centre crop
+    fvd_frames: str = "all"  # "all": the K real + F generated frames against K+F real; "generated": F against F
+    fvd_real_videos: int = 0  # real clips for the real statistics (evenly spaced over the split); 0: the same clips
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.num_videos < 1 or self.cond_frames < 0 or self.gen_frames < 1:
+            raise ValueError(f"need num_videos >= 1, cond_frames >= 0 and gen_frames >= 1, got {self.num_videos}, "
+                             f"{self.cond_frames}, {self.gen_frames}")
+        if not 0.0 <= self.controls_prob <= 1.0:
+            raise ValueError(f"controls_prob must lie in [0, 1], got {self.controls_prob}")
+        if self.fvd_frames not in FVD_FRAMES:
+            raise ValueError(f"fvd_frames must be one of {FVD_FRAMES}, got {self.fvd_frames!r}")
+        if self.batch_size < 1 or self.steps < 1:
+            raise ValueError(f"need batch_size >= 1 and steps >= 1, got {self.batch_size}, {self.steps}")
+
+    @property
+    def clip_frames(self) -> int:
+        return self.cond_frames + self.gen_frames
+
+    @property
+    def num_batches(self) -> int:
+        return -(-self.num_videos // self.batch_size)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def differences(self, other: dict) -> list:
+        """'key: theirs -> ours' for every field where a saved protocol dict differs from this one."""
+        ours = self.to_dict()
+        return [f"{key}: {other.get(key)!r} -> {value!r}" for key, value in ours.items() if other.get(key) != value]
+
+
+def evenly_spaced(available: int, count: Optional[int]) -> list:
+    """`count` distinct indices spread evenly over range(available), in order (all of them for None)."""
+    if count is None or count == available:
+        return list(range(available))
+    if not 1 <= count <= available:
+        raise ValueError(f"asked for {count} videos, but the split has {available}")
+    if count == 1:
+        return [0]
+    return [(i * (available - 1)) // (count - 1) for i in range(count)]  # integer maths: exact and distinct
