@@ -216,3 +216,20 @@ def test_state_dict_layout_matches_the_original(name, keys, numel, sections):
     for section, count in sections.items():
         expected = count - 4 if section == "vector_field_regressor" else count
         assert sum(1 for k in state if k.startswith(section + ".")) == expected
+
+
+def test_latent_scale_scales_encode_and_undoes_it_in_decode(tiny_model, golden_dir):
+    """model.latent_scale multiplies encoder latents and divides them back before decoding; 1 is the original."""
+    from lutils.configuration import Configuration
+
+    config = Configuration(golden_dir / "tiny_ldm" / "config.yaml",
+                           ["model.autoencoder.ckpt_path=", "+model.autoencoder.random_init=true",
+                            "+model.dino_random_init=true", "+model.latent_scale=4.0"])
+    scaled = Model(config["model"]).eval()
+    scaled.load_state_dict(tiny_model.state_dict())  # a scale is configuration, not a weight: same keys
+    tiny_model.eval()
+    frames = torch.rand(1, 2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(scaled.encode(frames), 4.0 * tiny_model.encode(frames))
+    assert torch.allclose(scaled.decode(scaled.encode(frames)), tiny_model.decode(tiny_model.encode(frames)), atol=1e-6)
+    with pytest.raises(ValueError, match="latent_scale"):
+        Model(Configuration.from_dict(config.to_dict(), ["model.latent_scale=0"])["model"])

@@ -150,6 +150,19 @@ def test_checkpoints_and_files(data_root, tmp_path):
     assert "Training/Stats/grad_norm" in metrics and "Validation/loss" in metrics
 
 
+def test_validation_reports_what_the_controls_are_worth(data_root, tmp_path):
+    """control_gain = loss with every control hidden - loss: 0 when the features cannot matter, else not."""
+    trainer = Trainer(tiny_config(data_root, tmp_path), "val", DistInfo(), seed=1)
+    values = trainer.validate()
+    assert values["Validation/control_gain"] == pytest.approx(
+        values["Validation/loss_without_controls"] - values["Validation/loss"])
+    assert values["Validation/control_gain"] != 0.0
+    assert trainer.model.feats_select_prob == 0.3  # restored
+    trainer.ema.shadow["vector_field_regressor.feats_project_in.0.weight"].zero_()  # controls no longer reach tokens
+    blind = trainer.validate()
+    assert blind["Validation/control_gain"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_export_for_the_original_code(data_root, tmp_path):
     Trainer(tiny_config(data_root, tmp_path), "exp", DistInfo(), seed=1).train()
     out = tmp_path / "exported.pth"

@@ -37,28 +37,42 @@ class Trainer(BaseTrainer):
 
     @torch.no_grad()
     def validate(self) -> Optional[dict]:
-        """Mean loss of the EMA weights on fixed validation clips with fixed randomness (comparable across runs)."""
+        """Mean loss of the EMA weights on fixed validation clips with fixed randomness (comparable across runs).
+
+        Also the same loss with every control hidden: `Validation/control_gain` (loss without controls minus loss
+        with them) shows whether the model has learned to use its control features at all; it stays near 0 until it
+        does."""
         if self.val_set is None:
             return None
-        loss = None
+        values = None
         if self.info.is_main:
             count = min(int(self.options["val_clips"]), self.val_set.num_videos)
             indices = np.linspace(0, self.val_set.num_videos - 1, count).round().astype(int).tolist()
             clips = [self.val_set.sample(i, torch.Generator().manual_seed(VAL_SEED + k)) for k, i in enumerate(indices)]
-            generator = torch.Generator(self.device).manual_seed(VAL_SEED)
-            total, batches = 0.0, 0
             with self.ema.swapped_in(self.model):
                 self.model.eval()
-                for start in range(0, len(clips), self.batch_size):
-                    batch = to_float(torch.stack(clips[start:start + self.batch_size]).to(self.device))
-                    with self.autocast:
-                        out = self.model(batch[:, : self.num_observations], generator=generator)
-                        total += masked_loss(out["reconstructed_vectors"], out["target_vectors"],
-                                             out["selected_masks"]).item()
-                    batches += 1
-            loss = total / batches
+                loss = self._validation_loss(clips)
+                select_prob = self.model.feats_select_prob
+                try:
+                    self.model.feats_select_prob = 0.0  # same draws, so the two losses differ only by the controls
+                    loss_without = self._validation_loss(clips)
+                finally:
+                    self.model.feats_select_prob = select_prob
+            values = {"Validation/loss": loss, "Validation/loss_without_controls": loss_without,
+                      "Validation/control_gain": loss_without - loss}
         barrier(self.info)
-        return {"Validation/loss": loss} if loss is not None else None
+        return values
+
+    def _validation_loss(self, clips: list) -> float:
+        generator = torch.Generator(self.device).manual_seed(VAL_SEED)
+        total, batches = 0.0, 0
+        for start in range(0, len(clips), self.batch_size):
+            batch = to_float(torch.stack(clips[start:start + self.batch_size]).to(self.device))
+            with self.autocast:
+                out = self.model(batch[:, : self.num_observations], generator=generator)
+                total += masked_loss(out["reconstructed_vectors"], out["target_vectors"], out["selected_masks"]).item()
+            batches += 1
+        return total / batches
 
     @torch.no_grad()
     def sample(self) -> Optional[Path]:
