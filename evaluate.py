@@ -355,19 +355,34 @@ def run(args) -> int:
             "seconds": {"generation": generation_seconds, "total_this_run": time.perf_counter() - started},
             "files": {"per_frame_plot": str(plot), "samples": str(grid), "parts": str(parts)},
         }
-        atomic_write_text(out, json.dumps(results, indent=2, allow_nan=False, default=float) + "\n")
+        atomic_write_text(out, json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
         print(format_summary(metrics, out))
         return 0
     finally:
         cleanup()
 
 
+def json_safe(value):
+    """Plain JSON: numpy/torch scalars as numbers, and NaN or infinite values (e.g. a median over no found
+    objects) as null, since JSON has no such numbers."""
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (np.generic, torch.Tensor)):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def format_summary(metrics: dict, out: Path) -> str:
     lines = [f"wrote {out}"]
     for name in ("fvd", "psnr", "ssim", "lpips"):
         value = metrics[name]
+        number = value.get("value", value.get("mean"))
         lines.append(f"  {name}: " + (f"skipped ({value['skipped']})" if "skipped" in value else
-                                       f"{value.get('value', value.get('mean')):.4f}"))
+                                       f"{number:.4f}" if number is not None else "undefined"))
     control = metrics["control_accuracy"]
     if "skipped" in control:
         lines.append(f"  control accuracy: skipped ({control['skipped']})")

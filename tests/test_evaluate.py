@@ -50,6 +50,12 @@ def test_protocol_differences_and_batches():
     assert protocol.differences(base_protocol(num_videos=5, steps=3).to_dict()) == ["steps: 3 -> 2"]
 
 
+def test_json_safe_turns_non_finite_numbers_into_null():
+    value = {"a": float("nan"), "b": [np.float32(1.5), float("inf")], "c": torch.tensor(2.0), 3: "x"}
+    assert json.loads(json.dumps(evaluate.json_safe(value), allow_nan=False)) == \
+        {"a": None, "b": [1.5, None], "c": 2.0, "3": "x"}
+
+
 # End to end ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def setup(golden_dir, tmp_path_factory):
