@@ -2,7 +2,10 @@
 composition, and control accuracy. Finished stages are reused; --fresh starts over; --quick is the reduced form
 the test suite runs.
 
-    python scripts/toy_pipeline.py [--root DIR] [--quick] [--fresh]
+    python scripts/toy_pipeline.py [--root DIR] [--quick] [--fresh] [--run-name NAME --cage-steps N] [key=value ...]
+
+Trailing key=value pairs override configs/toy.yaml for the CAGE stage (e.g. model.feats_select_prob=0.5); give such a
+variant its own --run-name, so that its run (runs/toy_run-NAME) and outputs (outputs/NAME) stay apart.
 """
 from __future__ import annotations
 
@@ -28,18 +31,18 @@ def stage(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def train_stage(kind: str, config: str, root: Path, steps: int, batch: int, extra: list) -> Path:
+def train_stage(kind: str, config: str, root: Path, steps: int, batch: int, extra: list, run_name: str = "toy") -> Path:
     """Run train.py / train_autoencoder.py in this process unless the final checkpoint exists; returns it."""
     from train import main as train_main
 
     name = {"autoencoder": "toy_autoencoder", "cage": "toy"}[kind]
-    final = root / "runs" / f"{name}_run-toy" / "checkpoints" / f"final_step_{steps}.pth"
+    final = root / "runs" / f"{name}_run-{run_name}" / "checkpoints" / f"final_step_{steps}.pth"
     if final.is_file():
         print(f"reusing {final}")
         return final
     overrides = [f"data.data_root={root / 'data' / 'toy_h5'}", f"+training.runs_dir={root / 'runs'}",
                  f"training.optimizer.num_training_steps={steps}", f"training.batching.batch_size={batch}", *extra]
-    code = train_main(["--config", str(ROOT / "configs" / config), "--run-name", "toy", "--device", "cpu",
+    code = train_main(["--config", str(ROOT / "configs" / config), "--run-name", run_name, "--device", "cpu",
                        *overrides], kind=kind)
     if code != 0 or not final.is_file():
         raise SystemExit(f"{kind} training failed (exit {code}); see {final.parent.parent / 'log.txt'}")
@@ -51,11 +54,17 @@ def main() -> int:
     parser.add_argument("--root", default=str(ROOT), help="where data/, runs/ and outputs/ go")
     parser.add_argument("--quick", action="store_true", help="a few steps per stage (tests)")
     parser.add_argument("--fresh", action="store_true", help="delete earlier toy data, runs and outputs first")
+    parser.add_argument("--run-name", default="toy", help="name of the CAGE run and of the outputs folder")
+    parser.add_argument("--cage-steps", type=int, help="CAGE training steps (default: 1500; --quick: 4)")
+    parser.add_argument("overrides", nargs="*", help="configs/toy.yaml overrides for the CAGE stage, key=value")
     args = parser.parse_args()
-    root, p = Path(args.root), (QUICK if args.quick else FULL)
-    out = root / "outputs" / "toy"
+    root, p = Path(args.root), dict(QUICK if args.quick else FULL)
+    if args.cage_steps:
+        p["cage_steps"] = args.cage_steps
+    out = root / "outputs" / args.run_name
     if args.fresh:
-        for path in (root / "data" / "toy_h5", root / "runs" / "toy_autoencoder_run-toy", root / "runs" / "toy_run-toy", out):
+        for path in (root / "data" / "toy_h5", root / "runs" / "toy_autoencoder_run-toy",
+                     root / "runs" / f"toy_run-{args.run_name}", out):
             shutil.rmtree(path, ignore_errors=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.time()
@@ -79,12 +88,13 @@ def main() -> int:
 
     stage("3/5 CAGE (train.py, configs/toy.yaml)")
     cage_ckpt = train_stage("cage", "toy.yaml", root, p["cage_steps"], p["cage_batch"],
-                            [f"model.autoencoder.ckpt_path={ae_ckpt}", f"training.sample_every={p['cage_steps']}"])
+                            [f"model.autoencoder.ckpt_path={ae_ckpt}", f"training.sample_every={p['cage_steps']}",
+                             *args.overrides], args.run_name)
 
     from lutils.configuration import Configuration
     from model.model import Model
 
-    config = Configuration(ROOT / "configs" / "toy.yaml", [f"model.autoencoder.ckpt_path={ae_ckpt}"])
+    config = Configuration(ROOT / "configs" / "toy.yaml", [f"model.autoencoder.ckpt_path={ae_ckpt}", *args.overrides])
     model = Model(config["model"]).load_from_ckpt(cage_ckpt).eval()
 
     stage("4/5 animation and composition")
