@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dataset.synthetic import COLOUR_RGB
-from evaluation.control import choose_object, choose_shift, locate, object_cells, scene_palette, summarise
+from evaluation.control import (choose_object, choose_shift, locate, object_cells, paired_difference, scene_palette,
+                                summarise)
 from tests.conftest import ROOT
 
 
@@ -59,6 +60,17 @@ def test_summarise_closed_form():
     diagonal = 64 * math.sqrt(2)
     assert result["mean_distance_px"] == pytest.approx((4.0 + (16 + diagonal) / 2) / 2)
     assert result["within_one_cell"] == 0.5 and result["lost"] == 0.25 and result["clips"] == 2
+
+
+def test_paired_difference_closed_form():
+    diagonal = 64 * math.sqrt(2)
+    controlled, baseline = [[2.0, 4.0], [10.0, 10.0], [0.0, float("inf")]], [[6.0, 8.0], [9.0, 9.0], [0.0, 0.0]]
+    result = paired_difference(controlled, baseline, size=64)
+    differences = np.array([-4.0, 1.0, diagonal / 2])
+    assert result["mean_px"] == pytest.approx(differences.mean())
+    half = 1.96 * differences.std(ddof=1) / math.sqrt(3)
+    assert result["ci95_px"] == pytest.approx([differences.mean() - half, differences.mean() + half])
+    assert result["clips_closer_with_control"] == pytest.approx(1 / 3)
 
 
 @pytest.mark.slow
