@@ -205,12 +205,12 @@ def fvd_slice(protocol) -> slice:
     return slice(0, None) if protocol.fvd_frames == "all" else slice(protocol.cond_frames, None)
 
 
-def compute_metrics(dataset, protocol, parts: Path, detector, lpips_model, device) -> tuple:
+def compute_metrics(dataset, protocol, parts: Path, detector, lpips_model, device, real_indices: list) -> tuple:
     """Per-frame PSNR/SSIM/LPIPS over the generated frames, FVD, the first clips for the sample grid, and the
-    generation time the batches recorded."""
+    generation time the batches recorded. `real_indices`: the clips of the real FVD statistics when
+    protocol.fvd_real_videos is set (otherwise the evaluated clips serve)."""
     from evaluation import fvd
     from evaluation.frame_metrics import lpips_per_frame, psnr_per_frame, ssim_per_frame, to_unit
-    from evaluation.protocol import evenly_spaced
     from tqdm import tqdm
 
     k = protocol.cond_frames
@@ -238,9 +238,9 @@ def compute_metrics(dataset, protocol, parts: Path, detector, lpips_model, devic
     fvd_result = None
     if detector is not None:
         if protocol.fvd_real_videos:
-            chosen = evenly_spaced(len(dataset), protocol.fvd_real_videos)
-            for start in tqdm(range(0, len(chosen), protocol.batch_size), desc="real statistics", dynamic_ncols=True):
-                clips = torch.stack([dataset[i] for i in chosen[start:start + protocol.batch_size]])
+            for start in tqdm(range(0, len(real_indices), protocol.batch_size), desc="real statistics",
+                              dynamic_ncols=True):
+                clips = torch.stack([dataset[i] for i in real_indices[start:start + protocol.batch_size]])
                 real_stats.update(fvd.extract_features(detector, clips[:, fvd_slice(protocol)], protocol.batch_size,
                                                        device))
         fvd_result = {"value": fvd.fvd_from_stats(real_stats, fake_stats), "real_videos": real_stats.count,
@@ -315,8 +315,8 @@ def run(args) -> int:
         dataset = open_clips(config, folder, args.cond_frames + args.gen_frames, args.skip_short_videos)
         protocol = make_protocol(args, config, len(dataset), int(config["data"]["crop_size"]))
         indices = evenly_spaced(len(dataset), protocol.num_videos)
-        if protocol.fvd_real_videos:
-            evenly_spaced(len(dataset), protocol.fvd_real_videos)  # checks the count before any work
+        # chosen (and the count checked) before any work
+        real_indices = evenly_spaced(len(dataset), protocol.fvd_real_videos) if protocol.fvd_real_videos else []
         ckpt = Path(args.ckpt)
         parts = out.with_suffix(".parts")
         identity = {"parts_version": PARTS_VERSION, "protocol": protocol.to_dict(), "data": str(folder.resolve()),
@@ -335,7 +335,7 @@ def run(args) -> int:
             return 0
 
         per_frame, fvd_result, samples, generation_seconds = compute_metrics(dataset, protocol, parts, detector,
-                                                                            lpips_model, info.device)
+                                                                            lpips_model, info.device, real_indices)
         metrics = summarise_metrics(per_frame, fvd_result, args)
         metrics["control_accuracy"] = control_report(model, folder, dataset, args, protocol, info.device)
         stem = out.with_suffix("")

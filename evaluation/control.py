@@ -93,20 +93,26 @@ def choose_shift(cells: list, center: np.ndarray, size: int, grid: tuple, shift:
     return None
 
 
+def mean_ci95(values: np.ndarray) -> tuple:
+    """Mean and its normal-approximation 95 % interval over independent values (NaN interval for one value)."""
+    n = len(values)
+    half_width = 1.96 * values.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+    mean = float(values.mean())
+    return mean, [mean - half_width, mean + half_width]
+
+
 def summarise(per_clip: list, cell: float, size: int) -> dict:
     """Mean distances with 95 % intervals over clips (a lost object counts as the image diagonal), and the
     fraction of frames within one cell."""
     distances = np.array([d for clip in per_clip for d in clip])  # px; lost objects are inf
-    clip_means = clip_mean_distances(per_clip, size)
-    n = len(clip_means)
-    half_width = 1.96 * clip_means.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+    mean, interval = mean_ci95(clip_mean_distances(per_clip, size))
     finite = distances[np.isfinite(distances)]
     return {
-        "clips": n,
+        "clips": len(per_clip),
         "frames": int(len(distances)),
-        "mean_distance_px": float(clip_means.mean()),
-        "mean_distance_px_ci95": [float(clip_means.mean() - half_width), float(clip_means.mean() + half_width)],
-        "mean_distance_cells": float(clip_means.mean() / cell),
+        "mean_distance_px": mean,
+        "mean_distance_px_ci95": interval,
+        "mean_distance_cells": mean / cell,
         "median_distance_px_found": float(np.median(finite)) if len(finite) else float("nan"),
         "within_one_cell": float(np.mean(distances <= cell)),
         "lost": float(np.mean(~np.isfinite(distances))),
@@ -122,10 +128,8 @@ def paired_difference(controlled: list, baseline: list, size: int) -> dict:
     """Controlled minus baseline mean distance, clip by clip (same clips, same seeds), with a 95 % interval: the
     comparison that removes the spread between clips."""
     difference = clip_mean_distances(controlled, size) - clip_mean_distances(baseline, size)
-    n = len(difference)
-    half_width = 1.96 * difference.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
-    mean = float(difference.mean())
-    return {"mean_px": mean, "ci95_px": [mean - half_width, mean + half_width],
+    mean, interval = mean_ci95(difference)
+    return {"mean_px": mean, "ci95_px": interval,
             "clips_closer_with_control": float(np.mean(difference < 0))}
 
 
