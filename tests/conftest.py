@@ -55,6 +55,17 @@ def write_original_layout(path: Path, videos: list, frames_key: str | None = Non
     return path
 
 
+def write_rendered_splits(root: Path, counts: dict, num_frames: int, size: int = 32, val_seed_offset: int = 50) -> Path:
+    """Our HDF5 splits of rendered 2-object videos ({split: count}); val seeds are offset so splits differ."""
+    from dataset.h5 import write_videos
+    from dataset.synthetic import render_video
+
+    for split, count in counts.items():
+        offset = val_seed_offset if split == "val" else 0
+        write_videos(root / split, [render_video(num_frames, size, num_objects=2, seed=i + offset) for i in range(count)])
+    return root
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

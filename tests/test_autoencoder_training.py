@@ -6,12 +6,10 @@ import sys
 import pytest
 import torch
 
-from dataset.h5 import write_videos
-from dataset.synthetic import render_video
 from lutils.configuration import Configuration
 from lutils.logger import read_metrics
 from model.model import Model
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_rendered_splits
 from training.autoencoder_trainer import AutoencoderTrainer, psnr
 from training.distributed import DistInfo
 
@@ -20,10 +18,8 @@ CONFIG = ROOT / "tests" / "configs" / "tiny_autoencoder.yaml"
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ae_data")
-    for split, count in (("train", 4), ("val", 2)):
-        write_videos(root / split, [render_video(6, 32, num_objects=2, seed=i + 20 * (split == "val")) for i in range(count)])
-    return root
+    return write_rendered_splits(tmp_path_factory.mktemp("ae_data"), {"train": 4, "val": 2}, num_frames=6,
+                                 val_seed_offset=20)
 
 
 def config(data_root, runs, *overrides):

@@ -8,13 +8,11 @@ import time
 import pytest
 import torch
 
-from dataset.h5 import write_videos
-from dataset.synthetic import render_video
 from lutils.configuration import Configuration
 from model.checkpoint import CheckpointError, load_file
 from model.flow_matching import masked_loss
 from model.model import Model
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_rendered_splits
 from training.distributed import DistInfo
 from training.ema import EMA
 from training.sampler import ResumableSampler
@@ -26,10 +24,7 @@ TINY = ROOT / "tests" / "configs" / "tiny_train.yaml"
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_data")
-    for split, count in (("train", 6), ("val", 2)):
-        write_videos(root / split, [render_video(12, 32, num_objects=2, seed=i + 50 * (split == "val")) for i in range(count)])
-    return root
+    return write_rendered_splits(tmp_path_factory.mktemp("tiny_data"), {"train": 6, "val": 2}, num_frames=12)
 
 
 def tiny_config(data_root, runs_dir, *overrides):
