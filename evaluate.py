@@ -331,6 +331,7 @@ def run(args) -> int:
         started = time.perf_counter()
         generate_all(model, dataset, indices, protocol, parts, info)
         barrier(info)
+        cleanup()  # together, before rank 0's metrics: no process waits on (or tears down) a group still in use
         if not info.is_main:
             return 0
 

@@ -35,7 +35,7 @@ from training.checkpointing import (
     set_rng_state,
 )
 from training.data import dataset_from_config
-from training.distributed import DistInfo, any_rank, gather_objects
+from training.distributed import DistInfo, any_rank, barrier, gather_objects
 from training.ema import EMA
 from training.sampler import ResumableSampler, SeededClips
 from training.schedule import build_scheduler
@@ -261,6 +261,9 @@ class BaseTrainer:
             saved = self._save(name) or saved
         if saved is not None:
             self.logger.info(f"step {self.global_step}: saved {', '.join(names)}")
+        # All ranks leave a save together: after the final one, a rank that returned while rank 0 was still writing
+        # could tear down the process group under it (seen as a gloo abort at exit).
+        barrier(self.info)
         return saved
 
     # Steps -------------------------------------------------------------------------------------------------------
