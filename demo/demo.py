@@ -1,21 +1,31 @@
-"""Animate an image by moving its parts (the original demo/demo.py, as a display-free editor plus a thin
-matplotlib layer).
+"""Animate an image by moving its parts: the original demo/demo.py's editor, same keys, same gestures, same cells.
 
-    demo = Demo.from_config("clevrer", device="cuda", num_frames=12)   # or Demo(model, config, dataset)
-    demo.run(index=47)                    # frame 0 of clip 47 (or run(image="picture.png"))
-    demo.select(rect=(40, 40, 60, 60))    # pixels x0, y0, x1, y1 (or cells=[(row, col), ...])
-    demo.move((50, 50), (58, 50))         # each move writes the next control frame
-    demo.move((50, 50), (66, 50))
-    video = demo.generate()               # [1 1+N 3 H W] in [-1, 1], also demo.generated_frames
+The original way (configs/<name>.yaml, CHECKPOINTS[name] in demo/common.py, the config's test split):
+
+    demo = Demo("clevrer", device="cuda:0", num_frames=12)
+    demo.run(index=47)          # shows frame 0 of clip 47 in a figure (no index: a random clip)
+
+then, in the figure (`%matplotlib widget` in Jupyter):
+  c      select mode, a new selection: press and drag over the cells of a part (painting; every cell under the
+         pointer is added). A press also restarts the control frames at 1, so several parts can move together.
+  m      move mode: drag the selection; at the release its cells are written into the next control frame
+         (1, 2, ...), placed so that the mean of their top-left corners lies under the pointer. A bare click places
+         it where you click. Cells that land off the grid are dropped, with a warning.
+  enter  generate; the video goes to demo.generated_frames (frame 0 is the input image, frame k follows control
+         frame k)
+  x      snapshot of the figure into demo.out_images
+
+State, with the original's meaning: `masks[0]` the selected cells, `masks[k]` [h w] the cells of control frame k;
+`features[0]` [F h w] the image's DINO features, `features[k]` the features placed in control frame k.
+
+Scripts drive the same state without clicks (a model you already have: `Demo.from_model(model, config, dataset)`):
+
+    demo.run(index=47, show=False)
+    demo.select(cells=[(5, 5), (5, 6)])       # or rect=(x0, y0, x1, y1) in pixels
+    demo.move(offset=(0, 1))                  # control frame 1: one column to the right (or xy=(x, y) as a click)
+    demo.move(offset=(0, 2))                  # control frame 2
+    video = demo.generate()                   # [1 1+N 3 H W] in [-1, 1]
     demo.save("out.gif")
-
-Interactive (a notebook with `%matplotlib widget`, or any GUI backend): `demo.connect()` shows the image; keys
-  c      select mode: drag over the cells of a part (drags add cells; c again starts a new selection)
-  m      move mode: each drag (from the part to where it should be) writes the next control frame
-  enter  generate (the result goes to demo.generated_frames)
-  x      snapshot the figure into demo.out_images
-Each new selection restarts at control frame 0, so several parts can move in the same frames.
-Control frame j drives generated frame j, i.e. frame j+1 of the returned video (frame 0 is the input image).
 """
 from __future__ import annotations
 
@@ -23,113 +33,165 @@ from typing import Optional
 
 import torch
 
-from demo.common import GridEditor
+from demo.editor import Editor
 
 
-class Demo(GridEditor):
-    """The animation editor. State: `source_image` [3 H W], `source_feats` [1 F h w], `selected` cells,
-    `controls` (model.controls.Controls; one placement per move), `next_frame`, `mode`, `generated_frames`,
-    `out_images`."""
+class Demo(Editor):
+    """The animation editor (see the module docstring)."""
 
-    KEYS = {"c": "start_selection", "m": "move_mode", "enter": "generate", "x": "snapshot"}
-    video_offset = 1
+    KEYS = {"c": "select_mode", "m": "move_mode", "enter": "generate", "x": "snapshot"}
+    MODE_NAMES = {"c": "select (c)", "m": "move (m)"}
     HELP = "c: select   m: move   enter: generate   x: snapshot"
+    video_offset = 1
 
-    def __init__(self, model, config, dataset=None, **kwargs):
-        super().__init__(model, config, dataset, **kwargs)
+    def _reset(self) -> None:
+        super()._reset()
+        self.images: list = []  # [3 H W] in [-1, 1]: the image to animate
+        self.features: list = []  # [F h w]: 0 the image's features, k those placed in control frame k
+        self.masks: list = [self._new_mask(self.grid)]  # [h w]: 0 the selected cells, k those of control frame k
+        self.selected: list = []  # the current selection's cells, in the order they were added
+        self.frame_id = 1  # the control frame the next move writes
         self.source = None
-        self.source_image: Optional[torch.Tensor] = None
-        self.source_feats: Optional[torch.Tensor] = None
+
+    @property
+    def source_image(self) -> Optional[torch.Tensor]:
+        """The image being animated [3 H W] in [-1, 1], or None before run()."""
+        return self.images[0] if self.images else None
 
     # Actions -----------------------------------------------------------------------------------------------------
-    def run(self, index: Optional[int] = None, image=None, frame: Optional[int] = None) -> torch.Tensor:
-        """Load the image to animate, compute its features and clear the controls; returns the image [3 H W].
+    def run(self, index: Optional[int] = None, *, image=None, frame: Optional[int] = None,
+            show: bool = True) -> torch.Tensor:
+        """Load the image to animate, compute its features, clear the controls and (with `show`) open the figure.
 
         index: a dataset clip (its first frame, or frame `frame` of the video); image: an image file, an HDF5 spec
-        "PATH[:video[:frame]]" or a tensor [3 H W] in [-1, 1]. Neither: dataset clip 0.
+        "PATH[:video[:frame]]" or a tensor [3 H W] in [-1, 1]. Neither: a random clip, as the original.
+        Returns the image [3 H W].
         """
         if index is not None and image is not None:
             raise ValueError("give index or image, not both")
-        spec = image if image is not None else (0 if index is None else index)
-        self.source_image = self.load_source(spec, frame)
+        spec = image if image is not None else (self.random_index() if index is None else index)
+        source = self.load_source(spec, frame)
+        features = self.features_of(source[None])[0]
+        self._reset()
+        self.images, self.features = [source], [features]
         self.source = spec if not isinstance(spec, torch.Tensor) else "tensor"
-        self.source_feats = self.features(self.source_image[None])
-        self.reset()
-        return self.source_image
+        if show:
+            self.show()
+        return source
 
-    def reset(self) -> None:
-        """Forget the selection, the controls and the generated video (snapshots are kept)."""
-        self.controls = self._controls_class(self.grid, self.num_frames)
-        self.selected, self.next_frame, self.mode = [], 0, "select"
-        self.generated_frames, self.message = None, ""
-        self._refresh()
-
-    def start_selection(self) -> None:
-        """The 'c' key: select mode with an empty selection, back at control frame 0."""
-        self.selected, self.next_frame, self.mode = [], 0, "select"
+    def select_mode(self) -> None:
+        """The 'c' key: select mode, starting a new selection."""
+        self.mode, self.selected = "c", []
 
     def move_mode(self) -> None:
-        """The 'm' key."""
-        self.mode = "move"
+        """The 'm' key: move mode."""
+        self.mode = "m"
 
     def select(self, cells=None, *, rect=None, add: bool = False) -> list:
-        """Select cells [(row, col), ...] or those under the pixel rectangle rect=(x0, y0, x1, y1); `add` keeps
-        the previous selection. Restarts the moves at control frame 0. Returns the selection."""
-        self._need_source()
+        """Select cells [(row, col), ...] or those under the pixel rectangle rect=(x0, y0, x1, y1), as a drag in
+        select mode: the moves restart at control frame 1. `add` extends the current selection. Returns it."""
+        self._need_image()
         new = self._cells(cells, rect)
-        self.selected = sorted(set(self.selected if add else []) | set(new))
-        self.next_frame = 0
-        self.message = f"{len(self.selected)} cell(s) selected"
+        if not add:
+            self.selected = []
+        self.mode, self.frame_id = "c", 1
+        for cell in new:
+            self._add_cell(cell)
+        self._commit_selection()
         self._refresh()
         return list(self.selected)
 
-    def move(self, from_xy=None, to_xy=None, *, offset=None) -> int:
-        """Write the next control frame: the selected cells' features (of the input image) at the cells moved by
-        the drag from_xy -> to_xy (pixels), or by offset=(rows, cols). Cells moved off the grid are dropped.
-        Returns the control frame written."""
-        self._need_source()
-        if not self.selected:
-            raise RuntimeError("select cells before moving them")
-        shift = self._offset(from_xy, to_xy, offset)
-        frame = self.next_frame
-        self._place(0, self.selected, frame, shift, f"move {frame}")
-        self.next_frame += 1
-        self.message = f"control frame {frame}: moved by {shift[0]:+d}, {shift[1]:+d} cells"
+    def move(self, offset=None, *, xy=None) -> int:
+        """Write the next control frame: the selection moved by offset=(rows, cols), or placed at pixel xy=(x, y)
+        as a click in move mode. Returns the control frame written (1, 2, ...)."""
+        self._need_selection()
+        frame = self._write(self._placed(self.selected, xy=xy, offset=offset))
         self._refresh()
         return frame
 
-    # GridEditor hooks --------------------------------------------------------------------------------------------
-    def source_features(self) -> torch.Tensor:
-        self._need_source()
-        return self.source_feats
+    # Gestures (called by the figure's events) ---------------------------------------------------------------------
+    def _press(self, xy) -> None:
+        if self.mode == "c":
+            self._need_image()
+            self.press, self.frame_id = True, 1
+            self._add_cell(self.cell_at(xy))
+        elif self.mode == "m":
+            self._need_selection()
+            self.press = True
+            self.moving = self._placed(self.selected, xy=xy)
+
+    def _drag(self, xy) -> None:
+        if self.mode == "c":
+            self._add_cell(self.cell_at(xy))
+        elif self.mode == "m":
+            self.moving = self._placed(self.selected, xy=xy)
+
+    def _release(self) -> None:
+        if self.mode == "c":
+            self._commit_selection()
+        elif self.mode == "m" and self.moving is not None:
+            self._write(self.moving)
+            self.moving = None
+
+    # State -------------------------------------------------------------------------------------------------------
+    def _add_cell(self, cell) -> None:
+        if cell is not None and cell not in self.selected:
+            self.selected.append(cell)
+
+    def _commit_selection(self) -> None:
+        for r, c in self.selected:
+            self.masks[0][r, c] = 1.0
+        self.message = f"{len(self.selected)} cell(s) selected"
+
+    def _write(self, placed: tuple) -> int:
+        """Write control frame `frame_id` from placed = ([(source, destination)], dropped): each pair copies the
+        image's features of the source cell to the destination cell. Returns the frame and advances to the next."""
+        frame = self.frame_id
+        while len(self.masks) <= frame:
+            self.masks.append(self._new_mask(self.grid))
+            self.features.append(torch.zeros_like(self.features[0]))
+        for (r, c), (dr, dc) in placed[0]:
+            self.masks[frame][dr, dc] = 1.0
+            self.features[frame][:, dr, dc] = self.features[0][:, r, c]
+        self.frame_id += 1
+        self._report_write(frame, placed)
+        return frame
+
+    def control_tensors(self) -> tuple:
+        if len(self.masks) < 2:
+            return None, None
+        return torch.stack(self.features[1:])[None], torch.stack(self.masks[1:])[None, :, None]
 
     def _initial_frames(self) -> torch.Tensor:
-        self._need_source()
-        return self.source_image[None, None]
+        self._need_image()
+        return self.images[0][None, None]
 
     def generate(self, num_frames: Optional[int] = None, **generate_kwargs) -> torch.Tensor:
-        """Animate the input image: [1, 1 + num_frames, 3, H, W] in [-1, 1] (frame 0 is the input)."""
-        self._need_source()
+        """Animate the image: [1, 1 + num_frames, 3, H, W] in [-1, 1] (frame 0 is the input)."""
+        self._need_image()
         return super().generate(num_frames, **generate_kwargs)
 
-    def _need_source(self) -> None:
-        if self.source_image is None:
+    def _need_image(self) -> None:
+        if not self.images:
             raise RuntimeError("no image loaded: call run(index=...) or run(image=...) first")
 
-    def _on_drag(self, axes_name: str, from_xy, to_xy) -> None:
-        if self.mode == "select":
-            self.select(rect=(*from_xy, *to_xy), add=True)
-        elif self.mode == "move":
-            self.move(from_xy, to_xy)
+    def _need_selection(self) -> None:
+        self._need_image()
+        if not self.selected:
+            raise RuntimeError("select cells (c, then drag over them) before moving them")
 
-    def _draw(self, figure) -> dict:
-        ax = figure.add_subplot(1, 1, 1)
-        if self.source_image is None:
+    # Drawing -----------------------------------------------------------------------------------------------------
+    def title(self) -> str:
+        return f"{self.dataset_name}, idx: {self.source}"
+
+    def _draw(self, ax) -> None:
+        if not self.images:
             ax.set_axis_off()
             ax.set_title("call run(...) to load an image", fontsize=9)
-            return {"image": ax}
-        self._show_image(ax, self.source_image, f"input: {self.source}")
-        self._draw_controls(ax)
-        self._mark_cells(ax, self.selected, "yellow", fill=True)
-        self._status(figure, self.HELP)
-        return {"image": ax}
+            return
+        self._show_image(ax, self.images[0])
+        self._mark_cells(ax, self._mask_cells(self.masks[0]), "red", fill=True)
+        self._mark_cells(ax, self.selected, "red")
+        self._draw_control_frames(ax, self.masks[1:], first=1)
+        if self.moving:
+            self._mark_cells(ax, [dst for _, dst in self.moving[0]], "blue", fill=True)

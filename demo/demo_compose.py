@@ -1,23 +1,38 @@
-"""Compose a scene from parts of several images (the original demo/demo_compose.py, as a display-free editor plus a
-thin matplotlib layer). No input frame: the video comes only from the controls (noise context and reference).
+"""Compose a scene from parts of several images: the original demo/demo_compose.py's editor, same keys, same gestures,
+same cells. There is no input frame: the video comes only from the controls (noise context and reference).
 
-    demo = DemoCompose.from_config("clevrer", steps=10, num_frames=9, past_horizon=4)
-    demo.run(indices=[0, 1], images=["ball.png"])    # sources, all loaded in [-1, 1]
-    demo.select(rect=(10, 10, 30, 30))               # an object in the current source (pixels or cells=...)
-    demo.paste(at=(4, 2))                            # control frame 0: top-left cell of the object at (4, 2)
-    demo.move(offset=(0, 1)); demo.move(offset=(0, 2))   # control frames 1, 2 (offsets from the pasted place)
-    demo.next_source()                               # the next image; its objects are new objects
-    demo.select(cells=[(3, 3), (3, 4)]); demo.paste(xy=(100, 20))
-    video = demo.generate()                          # [1 N 3 H W] in [-1, 1]
+The original way (configs/<name>.yaml, CHECKPOINTS[name] in demo/common.py, the config's test split):
 
-Interactive (`demo.connect()`; left: the current source, right: the canvas, i.e. control frame 0, with the later
-control frames outlined), keys:
-  c      new object in the current source: select mode (drag over its cells on the left)
-  n      next source image (a new random clip when run() was given no sources)
-  v      paste mode: a click on the canvas puts the object's top-left cell there (click again to re-place it)
-  m      move mode: each drag on the canvas (from the object to where it goes) writes the next control frame
-  enter  generate;  x  snapshot into out_images
-Control frame j drives generated frame j.
+    demo = DemoCompose("clevrer", steps=10, num_frames=9, past_horizon=4)   # source_image="x.png": that image only
+    demo.run(indices=[0, 1, 2])     # shows clip 0; `n` shows the next (then random clips)
+
+then, in the figure (`%matplotlib widget` in Jupyter):
+  c      select mode: each press starts a new object; drag over its cells (painting)
+  n      on an image: show the next image (the next entry of `indices`, else a random clip), so several objects
+         can be selected before pasting. In paste or move mode: go on to the next object, whose control frames
+         restart at 1
+  v      paste mode on a white canvas; opens control frame 0. Each click pastes the current object there (so that
+         the mean of its cells' top-left corners lies under the pointer); pasting again adds another instance
+  m      move mode: drag the current object; at the release it is written into the next control frame (1, 2, ...)
+  enter  generate from the controls alone; the video goes to demo.generated_frames (frame k follows control frame k)
+  x      snapshot of the figure into demo.out_images
+Cells that land off the grid are dropped, with a warning.
+
+State, with the original's meaning: `masks[k]` [h w] the cells of control frame k and `controls[k]` [F h w] the
+features placed there; `features[i]` [F h w] of the i-th image shown; `groups` the selected objects' cells, each
+taken from the image `group_images[i]`.
+
+Scripts drive the same state without clicks (a model you already have: `DemoCompose.from_model(...)`):
+
+    demo.run(indices=[0, 1], show=False)
+    demo.select(cells=[(2, 2), (2, 3)])      # an object of image 0 (or rect=(x0, y0, x1, y1) in pixels)
+    demo.next_image()                        # image 1
+    demo.select(rect=(40, 40, 60, 60))       # an object of image 1
+    demo.paste(at=(4, 2))                    # control frame 0: object 1, top-left cell at (4, 2) (or xy=(x, y))
+    demo.move(at=(4, 3)); demo.move(at=(4, 4))   # control frames 1, 2
+    demo.next_object()                       # object 2
+    demo.paste(at=(0, 0)); demo.move(at=(1, 0))
+    video = demo.generate()                  # [1 N 3 H W] in [-1, 1]
 """
 from __future__ import annotations
 
@@ -26,223 +41,265 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from demo.common import GridEditor
+from demo.editor import Editor
 from lutils.logging import to_video
 
 
-class DemoCompose(GridEditor):
-    """The composition editor. State: `sources` (specs), `source_images` [S 3 H W] in [-1, 1], `source_feats`
-    [S F h w], `current_source`, `selected` cells of the current object, `object` (the current object: source,
-    cells, offset once pasted), `objects` (all pasted objects), `controls`, `next_frame`, `mode`,
-    `generated_frames`, `out_images`."""
+class DemoCompose(Editor):
+    """The composition editor (see the module docstring)."""
 
-    KEYS = {"c": "new_object", "n": "next_source", "v": "paste_mode", "m": "move_mode", "enter": "generate",
+    KEYS = {"c": "select_mode", "n": "next", "v": "paste_mode", "m": "move_mode", "enter": "generate",
             "x": "snapshot"}
+    MODE_NAMES = {"s": "still", "c": "select (c)", "v": "paste (v)", "m": "move (m)"}
+    HELP = "c: select   n: next   v: paste   m: move   enter: generate   x: snapshot"
     video_offset = 0
-    HELP = "c: object   n: next image   v: paste   m: move   enter: generate   x: snapshot"
 
-    def __init__(self, model, config, dataset=None, **kwargs):
-        super().__init__(model, config, dataset, **kwargs)
-        self.sources: list = []
-        self.source_images: Optional[torch.Tensor] = None
-        self.source_feats: Optional[torch.Tensor] = None
-        self.current_source = 0
-        self.random_sources = False
-        self.object: Optional[dict] = None
-        self.objects: list = []
-        self.next_frame = 1
-        self._rng = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+    def __init__(self, dataset_name: str, source_image: Optional[str] = None, random_time: bool = False,
+                 device: str = "cpu", steps: int = 20, num_frames: int = 3, past_horizon: int = -1):
+        """The original's constructor; `source_image` (a file) is the only image shown, loaded in [-1, 1]."""
+        self._source_image = source_image
+        super().__init__(dataset_name, random_time, device, steps, num_frames, past_horizon)
 
-    # Sources -----------------------------------------------------------------------------------------------------
-    def run(self, sources: Optional[Sequence] = None, *, indices: Optional[Sequence[int]] = None,
-            images: Optional[Sequence] = None) -> torch.Tensor:
-        """Load the source images and clear everything else; returns them [S 3 H W] in [-1, 1].
+    def _needs_data(self) -> bool:
+        return self._source_image is None
 
-        sources: dataset indices, image files / HDF5 specs or tensors, in order; `indices` and `images` are
-        appended. None at all: one random dataset clip, and next_source() keeps drawing new random clips.
-        """
-        specs = list(sources or []) + list(indices or []) + list(images or [])
-        self.random_sources = not specs
-        if self.random_sources:
-            specs = [self._random_index()]
-        images_ = torch.stack([self.load_source(spec) for spec in specs])
-        self.sources = [spec if not isinstance(spec, torch.Tensor) else "tensor" for spec in specs]
-        self.source_images, self.source_feats = images_, self.features(images_)
-        self.current_source = 0
-        self.reset()
-        return self.source_images
+    def _setup(self, model, config, dataset, *, source_image: Optional[str] = None, **kwargs) -> None:
+        super()._setup(model, config, dataset, **kwargs)
+        self.source_image = getattr(self, "_source_image", None) if source_image is None else source_image
 
-    def add_source(self, spec) -> int:
-        """Load one more source image; returns its index."""
-        self._need_sources()
+    def _reset(self) -> None:
+        super()._reset()
+        self.queue: list = []  # the images still to show (the original's `indices`)
+        self.images: list = []  # [3 H W] in [-1, 1]: the images shown so far
+        self.sources: list = []  # what each shown image is (an index, a file)
+        self.features: list = []  # [F h w]: the features of each shown image
+        self.groups: list = []  # the objects: their cells, in the order they were added
+        self.group_images: list = []  # the image each object was selected in
+        self.cur_object = 0  # the object being pasted and moved
+        self.ctrl_id = 0  # the control frame of the current object written last
+        self.masks: list = []  # [h w]: the cells of each control frame
+        self.controls: list = []  # [F h w]: the features placed in each control frame
+        self.placements: list = []  # (frame, object, [(source, destination)]) for drawing the canvas
+        self.view = "source"
+
+    # Images ------------------------------------------------------------------------------------------------------
+    def run(self, indices: Optional[Sequence[int]] = None, *, images: Optional[Sequence] = None,
+            show: bool = True) -> torch.Tensor:
+        """Start over and show the first image: `indices` (dataset clips) and then `images` (image files, HDF5
+        specs or tensors) are shown in turn, then random clips (or the constructor's source_image). With `show`,
+        open the figure. Returns the image [3 H W]."""
+        self._reset()
+        self.queue = list(indices or []) + list(images or [])
+        self.next_image()
+        if show:
+            self.show()
+        return self.images[-1]
+
+    def next_image(self) -> int:
+        """`n` on an image: show the next image; returns its number among the images shown."""
+        if self.queue:
+            spec = self.queue.pop(0)
+        elif self.source_image is not None:
+            spec = self.source_image
+        else:
+            spec = self.random_index()
         image = self.load_source(spec)
-        self.source_images = torch.cat([self.source_images, image[None]])
-        self.source_feats = torch.cat([self.source_feats, self.features(image[None])])
+        self.images.append(image)
+        self.features.append(self.features_of(image[None])[0])
         self.sources.append(spec if not isinstance(spec, torch.Tensor) else "tensor")
-        return len(self.sources) - 1
-
-    def next_source(self) -> int:
-        """The 'n' key: finish the current object and go to the next source (cycling through the given sources,
-        or a new random clip). Returns the current source index."""
-        self._need_sources()
-        self._finish_object()
-        if self.random_sources and self.current_source == len(self.sources) - 1:
-            self.add_source(self._random_index())
-        self.current_source = (self.current_source + 1) % len(self.sources)
-        self.mode = "select"
-        self.message = f"source {self.current_source}: {self.sources[self.current_source]}"
+        self.view, self.mode = "source", "s"
+        self.message = f"image {len(self.images) - 1}: {self.sources[-1]}"
         self._refresh()
-        return self.current_source
+        return len(self.images) - 1
 
-    def _random_index(self) -> int:
-        if self.dataset is None:
-            raise ValueError("no sources given and no dataset to draw random clips from")
-        return int(torch.randint(len(self.dataset), (1,), generator=self._rng).item())
-
-    # Objects -----------------------------------------------------------------------------------------------------
-    def reset(self) -> None:
-        """Forget the objects, the controls and the generated video (sources and snapshots are kept)."""
-        self.controls = self._controls_class(self.grid, self.num_frames)
-        self.object, self.objects, self.selected = None, [], []
-        self.next_frame, self.mode = 1, "select"
-        self.generated_frames, self.message = None, ""
-        self._refresh()
-
-    def new_object(self) -> None:
-        """The 'c' key: finish the current object and select a new one in the current source."""
-        self._finish_object()
-        self.mode = "select"
-
-    next_object = new_object
+    # Keys --------------------------------------------------------------------------------------------------------
+    def select_mode(self) -> None:
+        """The 'c' key: select mode; each press starts a new object (back on the last image if on the canvas)."""
+        self._need_images()
+        self.mode, self.view = "c", "source"
 
     def paste_mode(self) -> None:
-        """The 'v' key."""
-        self.mode = "paste"
+        """The 'v' key: paste mode on the canvas; opens control frame 0."""
+        self._need_images()
+        if not self.masks:
+            self._new_frame()
+        self.mode, self.view = "v", "canvas"
+        self.message = f"paste and move object {self.cur_object + 1}"
 
     def move_mode(self) -> None:
-        """The 'm' key."""
-        self.mode = "move"
+        """The 'm' key: move mode."""
+        self.mode = "m"
 
-    def _finish_object(self) -> None:
-        self.object, self.selected, self.next_frame = None, [], 1
+    def next(self) -> None:
+        """The 'n' key: the next object in paste or move mode, else the next image."""
+        if self.mode == "m":
+            self.mode = "v"
+        if self.mode == "v":
+            self.next_object()
+        else:
+            self.next_image()
 
+    def next_object(self) -> int:
+        """`n` in paste or move mode: go on to the next object, whose control frames restart at 1."""
+        if self.cur_object < len(self.groups) - 1:
+            self.cur_object += 1
+            self.ctrl_id = 0
+            self.mode = "v"
+            self.message = f"paste and move object {self.cur_object + 1}"
+        else:
+            self.mode = "s"
+            self.message = "all objects placed"
+        return self.cur_object
+
+    # Scripted gestures -------------------------------------------------------------------------------------------
     def select(self, cells=None, *, rect=None, add: bool = False) -> list:
-        """Select the cells of an object in the current source: cells [(row, col), ...] or the pixel rectangle
-        rect=(x0, y0, x1, y1); `add` extends the selection. Selecting after a paste starts a new object."""
-        self._need_sources()
+        """A new object in the current image: cells [(row, col), ...] or those under the pixel rectangle
+        rect=(x0, y0, x1, y1), as one press-and-drag in select mode. `add` extends the last object instead."""
+        self._need_images()
         new = self._cells(cells, rect)
-        if self.object is not None and self.object["offset"] is not None:
-            self._finish_object()
-        self.selected = sorted(set(self.selected if add else []) | set(new))
-        self.object = {"source": self.current_source, "cells": list(self.selected), "offset": None,
-                       "placements": []}
-        self.message = f"{len(self.selected)} cell(s) of source {self.current_source} selected"
+        self.mode, self.view = "c", "source"
+        if not add or not self.groups:
+            self._start_group()
+        for cell in new:
+            self._add_cell(cell)
+        self.message = f"object {len(self.groups)}: {len(self.groups[-1])} cell(s) of image {self.group_images[-1]}"
         self._refresh()
-        return list(self.selected)
+        return list(self.groups[-1])
 
-    def paste(self, at=None, *, xy=None) -> tuple:
-        """Control frame 0: put the current object with its top-left cell at cell `at`=(row, col) or under pixel
-        `xy`=(x, y) of the canvas. Pasting again re-places the object (and drops its moves). Cells that land off
-        the grid are dropped. Returns the offset (rows, cols) from the object's place in its source."""
-        self._need_sources()
-        if self.object is None or not self.object["cells"]:
-            raise RuntimeError("select an object (its cells in the current source) before pasting it")
-        if (at is None) == (xy is None):
-            raise ValueError("give at=(row, col) or xy=(x, y)")
-        row, col = (int(v) for v in at) if at is not None else self.cell_at(xy)
-        cells = self.object["cells"]
-        offset = (row - min(r for r, _ in cells), col - min(c for _, c in cells))
-        self._remove_object_placements()
-        placement = self._place(self.object["source"], cells, 0, offset, f"object {len(self.objects)} paste")
-        self.object["offset"] = offset
-        self.object["placements"].append(placement)
-        self.objects.append(self.object)
-        self.next_frame = 1
-        self.message = f"object {len(self.objects) - 1} pasted at cell ({row}, {col})"
+    def paste(self, at=None, *, xy=None) -> list:
+        """Control frame 0: paste the current object with the top-left of its cells at cell `at`=(row, col), or at
+        pixel `xy` as a click in paste mode. Each paste adds an instance. Returns the destination cells."""
+        self._need_object()
+        if self.mode != "v":
+            self.paste_mode()
+        placed = self._write(0, self._placed(self._object_cells(), xy=xy, at=at))
         self._refresh()
-        return offset
+        return [dst for _, dst in placed]
 
-    def move(self, from_xy=None, to_xy=None, *, offset=None) -> int:
-        """Write the next control frame (1, 2, ...) of the current object: its pasted place moved by the drag
-        from_xy -> to_xy (canvas pixels) or by offset=(rows, cols). Returns the control frame written."""
-        self._need_sources()
-        if self.object is None or self.object["offset"] is None:
-            raise RuntimeError("paste the object (v) before moving it")
-        shift = self._offset(from_xy, to_xy, offset)
-        total = (self.object["offset"][0] + shift[0], self.object["offset"][1] + shift[1])
-        frame = self.next_frame
-        index = self._object_index()
-        self.object["placements"].append(self._place(self.object["source"], self.object["cells"], frame, total,
-                                                     f"object {index} move {frame}"))
-        self.next_frame += 1
-        self.message = f"control frame {frame}: object {index} moved by {shift[0]:+d}, {shift[1]:+d} cells"
+    def move(self, at=None, *, xy=None) -> int:
+        """The next control frame (1, 2, ...) of the current object: its cells with their top-left at cell `at`, or
+        placed at pixel `xy` as a drag released there in move mode. Returns the control frame written."""
+        self._need_object()
+        self.mode, self.view = "m", "canvas"
+        self.ctrl_id += 1
+        self._write(self.ctrl_id, self._placed(self._object_cells(), xy=xy, at=at))
         self._refresh()
-        return frame
+        return self.ctrl_id
 
-    def _object_index(self) -> int:
-        return next(i for i, o in enumerate(self.objects) if o is self.object)
+    # Gestures (called by the figure's events) ---------------------------------------------------------------------
+    def _press(self, xy) -> None:
+        if self.mode == "c":
+            self._need_images()
+            self.press = True
+            self._start_group()
+            self._add_cell(self.cell_at(xy))
+        elif self.mode == "v":
+            if self.cur_object < len(self.groups):
+                self._write(0, self._placed(self._object_cells(), xy=xy))
+        elif self.mode == "m":
+            self._need_object()
+            self.press = True
+            self.ctrl_id += 1
+            self.moving = self._placed(self._object_cells(), xy=xy)
 
-    def _remove_object_placements(self) -> None:
-        if self.object is None:
-            return
-        for placement in self.object["placements"]:
-            self.controls.placements = [p for p in self.controls.placements if p is not placement]
-        self.objects = [o for o in self.objects if o is not self.object]
-        self.object["placements"] = []
+    def _drag(self, xy) -> None:
+        if self.mode == "c":
+            self._add_cell(self.cell_at(xy))
+        elif self.mode == "m":
+            self.moving = self._placed(self._object_cells(), xy=xy)
 
-    # GridEditor hooks --------------------------------------------------------------------------------------------
-    def source_features(self) -> torch.Tensor:
-        self._need_sources()
-        return self.source_feats
+    def _release(self) -> None:
+        if self.mode == "m" and self.moving is not None:
+            self._write(self.ctrl_id, self.moving)
+            self.moving = None
+
+    # State -------------------------------------------------------------------------------------------------------
+    def _start_group(self) -> None:
+        self.groups.append([])
+        self.group_images.append(len(self.images) - 1)
+
+    def _add_cell(self, cell) -> None:
+        if cell is not None and cell not in self.groups[-1]:
+            self.groups[-1].append(cell)
+
+    def _object_cells(self) -> list:
+        return self.groups[self.cur_object]
+
+    def _new_frame(self) -> None:
+        self.masks.append(self._new_mask(self.grid))
+        self.controls.append(torch.zeros_like(self.features[0]))
+
+    def _write(self, frame: int, placed: tuple) -> list:
+        """Write the current object into control frame `frame`: each (source, destination) pair copies the features
+        of the object's image at the source cell to the destination cell. Returns the pairs."""
+        pairs = placed[0]
+        while len(self.masks) <= frame:
+            self._new_frame()
+        if frame == 0:
+            self.ctrl_id = 0
+        source = self.features[self.group_images[self.cur_object]]
+        for (r, c), (dr, dc) in pairs:
+            self.masks[frame][dr, dc] = 1.0
+            self.controls[frame][:, dr, dc] = source[:, r, c]
+        self.placements.append((frame, self.cur_object, pairs))
+        self._report_write(frame, placed)
+        return pairs
+
+    def control_tensors(self) -> tuple:
+        if not self.masks:
+            return None, None
+        return torch.stack(self.controls)[None], torch.stack(self.masks)[None, :, None]
 
     def generate(self, num_frames: Optional[int] = None, **generate_kwargs) -> torch.Tensor:
         """Generate from the controls alone (initial_frames=None): [1, num_frames, 3, H, W] in [-1, 1]."""
-        self._need_sources()
+        self._need_images()
         return super().generate(num_frames, **generate_kwargs)
 
-    def _need_sources(self) -> None:
-        if self.source_images is None:
-            raise RuntimeError("no sources loaded: call run(...) first")
+    def _need_images(self) -> None:
+        if not self.images:
+            raise RuntimeError("no image shown: call run(indices=...) first")
 
+    def _need_object(self) -> None:
+        self._need_images()
+        if self.cur_object >= len(self.groups) or not self.groups[self.cur_object]:
+            raise RuntimeError(f"no object {self.cur_object + 1} to place: select objects (c, then drag over them) "
+                               f"first ({len(self.groups)} selected)")
+
+    # Drawing -----------------------------------------------------------------------------------------------------
     def canvas(self, frame: int = 0) -> np.ndarray:
         """uint8 [H W 3]: a white canvas with the source pixels of the cells placed in control frame `frame`."""
-        self._need_sources()
         canvas = np.full((self.im_res, self.im_res, 3), 255, dtype=np.uint8)
-        pixels = to_video(self.source_images).transpose(0, 2, 3, 1)  # [S H W 3]
+        if not self.images:
+            return canvas
+        pixels = to_video(torch.stack(self.images)).transpose(0, 2, 3, 1)  # [S H W 3]
         ch, cw = self.cell_size
-        for placement in self.controls.placements:
-            for f, (r, c), (dr, dc) in placement.destinations():
-                if f == frame:
-                    src = pixels[placement.source, round(r * ch):round((r + 1) * ch), round(c * cw):round((c + 1) * cw)]
-                    canvas[round(dr * ch):round((dr + 1) * ch), round(dc * cw):round((dc + 1) * cw)] = src
+        for placed_frame, obj, pairs in self.placements:
+            if placed_frame != frame:
+                continue
+            image = pixels[self.group_images[obj]]
+            for (r, c), (dr, dc) in pairs:
+                canvas[round(dr * ch):round((dr + 1) * ch), round(dc * cw):round((dc + 1) * cw)] = \
+                    image[round(r * ch):round((r + 1) * ch), round(c * cw):round((c + 1) * cw)]
         return canvas
 
-    def _on_drag(self, axes_name: str, from_xy, to_xy) -> None:
-        if axes_name == "source" and self.mode == "select":
-            self.select(rect=(*from_xy, *to_xy), add=True)
-        elif axes_name == "canvas" and self.mode == "paste":
-            self.paste(xy=to_xy)
-        elif axes_name == "canvas" and self.mode == "move":
-            self.move(from_xy, to_xy)
+    def title(self) -> str:
+        if self.view == "canvas":
+            return f"paste and move object {self.cur_object + 1} of {len(self.groups)}"
+        return f"{self.dataset_name}, idx={self.sources[-1] if self.sources else None}"
 
-    def _figsize(self) -> tuple:
-        return (9, 4.8)
-
-    def _draw(self, figure) -> dict:
-        source_ax, canvas_ax = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
-        if self.source_images is None:
-            for ax in (source_ax, canvas_ax):
-                ax.set_axis_off()
-            source_ax.set_title("call run(...) to load the sources", fontsize=9)
-            return {"source": source_ax, "canvas": canvas_ax}
-        k = self.current_source
-        self._show_image(source_ax, self.source_images[k], f"source {k + 1}/{len(self.sources)}: {self.sources[k]}")
-        self._mark_cells(source_ax, self.selected, "yellow", fill=True)
-        self._show_image(canvas_ax, self.canvas(0), "canvas (control frame 0)")
-        self._draw_controls(canvas_ax, first_frame=1)
-        if self.object is not None and self.object["offset"] is not None:
-            dr, dc = self.object["offset"]
-            self._mark_cells(canvas_ax, [(r + dr, c + dc) for r, c in self.object["cells"]
-                                         if 0 <= r + dr < self.grid[0] and 0 <= c + dc < self.grid[1]], "yellow")
-        self._status(figure, self.HELP)
-        return {"source": source_ax, "canvas": canvas_ax}
+    def _draw(self, ax) -> None:
+        if not self.images:
+            ax.set_axis_off()
+            ax.set_title("call run(...) to show the images", fontsize=9)
+            return
+        if self.view == "source":
+            self._show_image(ax, self.images[-1])
+            current = len(self.images) - 1
+            for cells, image in zip(self.groups, self.group_images):
+                if image == current:
+                    self._mark_cells(ax, cells, "red", fill=True)
+            return
+        self._show_image(ax, self.canvas(0))
+        self._draw_control_frames(ax, self.masks[1:], first=1)
+        if self.moving:
+            self._mark_cells(ax, [dst for _, dst in self.moving[0]], "blue", fill=True)

@@ -16,6 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from lutils.configuration import to_plain
+from lutils.dict_wrapper import DictWrapper
 from model import flow_matching, rng
 from model.autoencoder import build_autoencoder
 from model.checkpoint import CheckpointError, extract_state_dict, key_diff, load_file, strip_prefix
@@ -145,16 +146,20 @@ class Model(nn.Module):
         inv_x, inv_y = 1.0 / (s_x + INVERSE_EPS), 1.0 / (s_y + INVERSE_EPS)
         inverse = torch.stack([torch.stack([inv_x, zero, -t_x * inv_x], 1), torch.stack([zero, inv_y, -t_y * inv_y], 1)], 1)
         h, w = feats.shape[-2:]
-        back = F.affine_grid(inverse.to(feats.dtype), [n, feats.shape[1], h, w], align_corners=False)
-        feats = F.grid_sample(feats, back, mode="nearest", padding_mode="zeros", align_corners=False)
-        ones = torch.ones(n, 1, h, w, device=feats.device, dtype=feats.dtype)
-        allowed = F.grid_sample(ones, back, mode="nearest", padding_mode="zeros", align_corners=False)
-        return feats, allowed
+        # The grid is built and sampled in fp32 whatever the features' dtype: a bf16 grid coordinate can round
+        # across a cell boundary, and nearest sampling would then copy a neighbouring cell. The round trip of
+        # the features through fp32 is exact.
+        with torch.autocast(feats.device.type, enabled=False):  # autocast would run affine_grid's bmm in bf16
+            back = F.affine_grid(inverse.float(), [n, feats.shape[1], h, w], align_corners=False)
+            sampled = F.grid_sample(feats.float(), back, mode="nearest", padding_mode="zeros", align_corners=False)
+            ones = torch.ones(n, 1, h, w, device=feats.device, dtype=torch.float32)
+            allowed = F.grid_sample(ones, back, mode="nearest", padding_mode="zeros", align_corners=False)
+        return sampled.to(feats.dtype), allowed.to(feats.dtype)
 
-    def forward(self, observations: torch.Tensor, generator: Optional[torch.Generator] = None) -> dict:
+    def forward(self, observations: torch.Tensor, generator: Optional[torch.Generator] = None) -> DictWrapper:
         """One training step's prediction on clips [b O 3 H W] in [-1, 1] (reference-compat §4).
 
-        Returns reconstructed_vectors and target_vectors [b T s h w], selected_masks [b T 1 h w] (tokens the
+        Returns a DictWrapper (a dict with attribute access, as the original) of reconstructed_vectors and target_vectors [b T s h w], selected_masks [b T 1 h w] (tokens the
         network saw) and num_controls (mean revealed control cells per target frame). The loss is
         `flow_matching.masked_loss(reconstructed_vectors, target_vectors, selected_masks)`.
         """
@@ -177,12 +182,12 @@ class Model(nn.Module):
         inputs = self.drop_conditioning(inputs, generator)
 
         vectors, kept = self.vector_field_regressor(inputs, indices, timestamps, feats, masks, generator=generator)
-        return {
-            "reconstructed_vectors": vectors[:, -t:],
-            "target_vectors": targets[:, -t:],
-            "selected_masks": kept[:, -t:],
-            "num_controls": masks.sum(dim=(2, 3, 4)).float().mean(),
-        }
+        return DictWrapper(
+            reconstructed_vectors=vectors[:, -t:],
+            target_vectors=targets[:, -t:],
+            selected_masks=kept[:, -t:],
+            num_controls=masks.sum(dim=(2, 3, 4)).float().mean(),
+        )
 
     def drop_conditioning(self, inputs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Per sample: with no_context_p replace the context latents by noise, and then with no_reference_p also the

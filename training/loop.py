@@ -290,7 +290,8 @@ class BaseTrainer:
             metrics["skipped"] = True
         else:
             loss.backward()
-            max_norm = float(self.options["grad_clip"]) if self.global_step >= self.warmup_steps else math.inf
+            # clipping starts at the first step after warm-up, as the original (global_step > num_warmup_steps)
+            max_norm = float(self.options["grad_clip"]) if self.global_step > self.warmup_steps else math.inf
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, max_norm)
             metrics["Training/Stats/grad_norm"] = grad_norm.detach()
             if torch.isfinite(grad_norm):  # gradients are all-reduced, so every rank agrees
