@@ -169,6 +169,19 @@ def test_crop_features_and_allowed_region(tiny_model):
         assert (feats[i][:, expected == 0] == 0).all()  # features pasted back only there
 
 
+def test_inverse_crop_grid_is_fp32_under_bf16_autocast(tiny_model, monkeypatch):
+    """bf16 features (autocast) land on exactly the cells fp32 features land on: the grid is built in fp32."""
+    cell_ids = torch.arange(64, dtype=torch.float32).reshape(1, 1, 8, 8) + 1  # exact in bf16; 0 means "no feature"
+    monkeypatch.setattr(tiny_model, "get_features", lambda x: cell_ids.expand(x.shape[0], 1, 8, 8).to(
+        torch.bfloat16 if torch.is_autocast_enabled("cpu") else torch.float32))
+    frames = torch.zeros(512, 3, 32, 32)
+    feats32, allowed32 = tiny_model.control_features(frames, torch.Generator().manual_seed(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feats16, allowed16 = tiny_model.control_features(frames, torch.Generator().manual_seed(3))
+    assert feats16.dtype == torch.bfloat16
+    assert torch.equal(feats16.float(), feats32) and torch.equal(allowed16.float(), allowed32)
+
+
 def test_condition_dropout(tiny_model):
     inputs = torch.randn(64, 5, 4, 8, 8)
     tiny_model.no_context_p, tiny_model.no_reference_p = 0.0, 0.0

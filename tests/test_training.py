@@ -122,6 +122,21 @@ def test_resume_is_bit_exact(data_root, tmp_path):
     assert any(not torch.equal(v, a[f"model.{k}"]) for k, v in initial.items() if k.startswith("vector_field_regressor."))
 
 
+def test_gradient_clipping_starts_after_warm_up(data_root, tmp_path, monkeypatch):
+    """The original clips only when global_step > num_warmup_steps (spec section 4): not at step == warm-up."""
+    seen = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording(parameters, max_norm, *args, **kwargs):
+        seen.append(max_norm)
+        return clip(parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
+    trainer = Trainer(tiny_config(data_root, tmp_path, "training.optimizer.num_warmup_steps=2"), "r", DistInfo(), seed=5)
+    assert trainer.train(max_steps=5) == 0
+    assert seen == [float("inf")] * 3 + [1.0, 1.0]  # steps 0, 1, 2 unclipped; 3 and 4 clipped at 1.0
+
+
 def test_checkpoints_and_files(data_root, tmp_path):
     trainer = Trainer(tiny_config(data_root, tmp_path), "files", DistInfo(), seed=1)
     assert trainer.train() == 0
