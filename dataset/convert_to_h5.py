@@ -73,10 +73,13 @@ def find_video_files(folder: Path, extensions: Iterable[str]) -> list:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
-def split_by_ratios(files: list, ratios: list, seed: int) -> dict:
-    """Deterministic random split of a sorted file list into train/val/test by ratios."""
+def split_by_ratios(files: list, ratios: list, seed: int, flag: str = "--split_ratios", what: str = "video") -> dict:
+    """Deterministic random split of a sorted file list into train/val/test by ratios.
+
+    `flag` and `what` only word the errors for the calling tool (its option name, what the items are).
+    """
     if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
-        raise ConversionError(f"--split_ratios needs three non-negative numbers (train val test), got {ratios}")
+        raise ConversionError(f"{flag} needs three non-negative numbers (train val test), got {ratios}")
     shuffled = list(files)
     random.Random(seed).shuffle(shuffled)
     total = sum(ratios)
@@ -87,8 +90,8 @@ def split_by_ratios(files: list, ratios: list, seed: int) -> dict:
     for (split, items), ratio in zip(parts.items(), ratios):
         if ratio > 0 and not items:
             raise ConversionError(
-                f"split '{split}' gets no video from {len(files)} files with --split_ratios {ratios}; "
-                f"give it ratio 0 or add videos"
+                f"split '{split}' gets no {what} of {len(files)} {what}s with {flag} {ratios}; "
+                f"give it ratio 0 or add {what}s"
             )
     return {split: sorted(items) for split, items in parts.items() if items}
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -39,25 +39,40 @@ def resize_image(image: Image.Image, size: Optional[tuple], mode: str = "squash"
 
 def read_image(path: str | Path, size: Optional[tuple] = None, mode: str = "squash") -> np.ndarray:
     """One image file as uint8 [H W 3] RGB."""
+    return _read_image(path, size, mode)[0]
+
+
+def _read_image(path: str | Path, size: Optional[tuple], mode: str) -> tuple:
+    """(uint8 [H W 3] RGB after any resize, (W, H) of the file itself)."""
     try:
         with Image.open(path) as image:
+            source_size = image.size
             image = image.convert("RGB")
-            return np.asarray(resize_image(image, size, mode), dtype=np.uint8)
+            return np.asarray(resize_image(image, size, mode), dtype=np.uint8), source_size
     except (OSError, SyntaxError, ValueError) as error:
         raise DecodeError(f"{path}: cannot read image ({error})") from error
 
 
 def read_frame_folder(paths: Sequence[str | Path], size: Optional[tuple] = None, mode: str = "squash") -> np.ndarray:
-    """Frames from image files as uint8 [T H W 3]; all frames must share one size when no resize is asked for."""
+    """Frames from image files as uint8 [T H W 3].
+
+    All files must have the size of the first one, resize or not: a video whose frames differ in size is broken
+    input (resizing each frame on its own would hide that), so the odd frame is a DecodeError that names it.
+    """
     if not paths:
         raise DecodeError("no frame files given")
     frames = []
+    first_size = None
     for path in paths:
-        frame = read_image(path, size, mode)
-        if frames and frame.shape != frames[0].shape:
+        frame, source_size = _read_image(path, size, mode)
+        if first_size is None:
+            first_size = source_size
+        elif source_size != first_size:
+            folder = Path(paths[0]).parent
             raise DecodeError(
-                f"{path}: frame size {frame.shape[1]}x{frame.shape[0]} differs from the first frame of the video "
-                f"({frames[0].shape[1]}x{frames[0].shape[0]}, {paths[0]}); pass --image_size or --target_size to resize"
+                f"{path}: frame size {source_size[0]}x{source_size[1]} differs from the first frame of video folder "
+                f"{folder} ({Path(paths[0]).name}, {first_size[0]}x{first_size[1]}); every frame of a video must "
+                f"have the same size"
             )
         frames.append(frame)
     return np.stack(frames)
@@ -75,50 +90,72 @@ def read_video(
     Resampling holds each source frame until the next one starts: output frame k shows the source frame whose
     display interval contains k/fps, over the video's whole duration (as ffmpeg's fps filter does).
     """
+    return np.stack(list(iter_video(path, fps, size, mode, max_frames)))
+
+
+def iter_video(
+    path: str | Path,
+    fps: Optional[float] = None,
+    size: Optional[tuple] = None,
+    mode: str = "squash",
+    max_frames: Optional[int] = None,
+) -> Iterator[np.ndarray]:
+    """The frames `read_video` returns, one uint8 [H W 3] array at a time (for videos too long to hold in memory).
+
+    A source frame shown for several output frames is yielded as the same read-only array each time.
+    Raises DecodeError (naming the file) when the video cannot be opened or decoded, or has no frame.
+    """
     import av
 
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as error:
         raise DecodeError(f"{path}: cannot open video ({error})") from error
-    frames: list = []
+    count = 0
     try:
         if not container.streams.video:
             raise DecodeError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         source_rate = float(stream.average_rate or stream.guessed_rate or 25)
-        previous = None  # (time, frame) of the last decoded source frame
-        next_index = 0
+        previous = None  # [time, frame, converted array or None] of the last decoded source frame
         start_time = None  # some containers start at a non-zero timestamp
 
-        def emit_until(limit: float) -> None:
-            nonlocal next_index
-            while next_index / fps < limit - 1e-6 and (max_frames is None or len(frames) < max_frames):
-                frames.append(_to_array(previous[1], size, mode))
-                next_index += 1
+        def full() -> bool:
+            return max_frames is not None and count >= max_frames
+
+        def held_frame() -> np.ndarray:
+            if previous[2] is None:
+                previous[2] = _to_array(previous[1], size, mode)
+                previous[2].flags.writeable = False
+            return previous[2]
 
         for decoded_index, frame in enumerate(container.decode(stream)):
             time = frame.time if frame.time is not None else decoded_index / source_rate
             start_time = time if start_time is None else start_time
             time -= start_time
             if fps is None:
-                frames.append(_to_array(frame, size, mode))
+                yield _to_array(frame, size, mode)
+                count += 1
             else:
-                if previous is not None:
-                    emit_until(time)
-                previous = (time, frame)
-            if max_frames is not None and len(frames) >= max_frames:
+                # Output frame k = count shows the previous source frame while k/fps is before this frame's time.
+                while previous is not None and count / fps < time - 1e-6 and not full():
+                    yield held_frame()
+                    count += 1
+                previous = [time, frame, None]
+            if full():
                 break
         if fps is not None and previous is not None:
-            emit_until(previous[0] + 1.0 / source_rate)
+            end = previous[0] + 1.0 / source_rate
+            while count / fps < end - 1e-6 and not full():
+                yield held_frame()
+                count += 1
     except av.error.FFmpegError as error:
         raise DecodeError(f"{path}: cannot decode video ({error})") from error
     finally:
         container.close()
-    if not frames:
+    if count == 0:
         raise DecodeError(f"{path}: video has no frames")
-    return np.stack(frames)
 
 
 def _to_array(frame, size: Optional[tuple], mode: str) -> np.ndarray:

@@ -206,7 +206,8 @@ def load_model_and_data(
         data = config["data"]
         dataset = VideoDataset(data_file, int(data["input_size"]), int(data["crop_size"]),
                                frames_per_sample=frames_per_sample, skip_frames=int(data.get("skip_frames", 0)),
-                               random_time=random_time, random_horizontal_flip=False, aug=False, albumentations=False)
+                               random_time=random_time, random_horizontal_flip=False, aug=False, albumentations=False,
+                               frames_key=data.get("frames_key", None))
 
     model_config = to_plain(config["model"])
     ae = model_config.get("autoencoder", {})

@@ -415,17 +415,48 @@ def test_unreadable_frame_is_named(tmp_path, rng, capsys, processes):
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-def test_mixed_frame_sizes_need_a_size(tmp_path, rng, capsys, processes):
+@pytest.mark.parametrize("size_flag", [[], ["--image_size", "8"], ["--target_size", "12", "8"]])
+def test_mixed_frame_sizes_are_refused_with_or_without_a_size(tmp_path, rng, capsys, processes, size_flag):
+    """Frames of one video must share one size: resizing each frame on its own would hide broken input."""
     make_frame_data(tmp_path / "frames", rng, counts=(2, 0, 0), num_frames=3)
     odd = tmp_path / "frames" / "train" / "video_001" / "0002.png"
     Image.fromarray(random_video(rng, 1, 10, 12)[0]).save(odd)
-    rc = frames_cli(tmp_path / "frames", tmp_path / "out", "--splits", "train", processes=processes)
-    check_failure(capsys, rc, tmp_path / "out", str(odd))
+    rc = frames_cli(tmp_path / "frames", tmp_path / "out", "--splits", "train", *size_flag, processes=processes)
+    check_failure(capsys, rc, tmp_path / "out", str(odd), "12x10", "16x16")
 
+
+def _video_with_one_odd_frame(root: Path, rng) -> Path:
+    """train/video_000 and video_002 of 64x64 frames; video_001's frame 0001.png is 48 wide, 64 high."""
+    videos = {"train": [random_video(rng, 3, 64, 64) for _ in range(3)]}
+    videos["train"][1] = list(videos["train"][1])
+    videos["train"][1][1] = random_video(rng, 1, 64, 48)[0]
+    write_frame_folders(root, videos)
+    return root / "train" / "video_001" / "0001.png"
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_narrower_frame_among_square_frames_is_refused_even_with_image_size(tmp_path, rng, capsys, processes):
+    odd = _video_with_one_odd_frame(tmp_path / "frames", rng)
+    rc = frames_cli(tmp_path / "frames", tmp_path / "out", "--splits", "train", "--image_size", "32",
+                    processes=processes)
+    err = check_failure(capsys, rc, tmp_path / "out", str(odd), "48x64", "64x64", "video_001")
+    assert str(odd.parent) in err
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_skip_bad_skips_and_records_a_video_with_mixed_frame_sizes(tmp_path, rng, capsys, processes):
+    odd = _video_with_one_odd_frame(tmp_path / "frames", rng)
     out = tmp_path / "out"
-    assert frames_cli(tmp_path / "frames", out, "--splits", "train", "--image_size", "8", processes=processes) == 0
-    videos, _ = read_split(out / "train")
-    assert [v.shape for v in videos] == [(3, 8, 8, 3)] * 2
+    assert frames_cli(tmp_path / "frames", out, "--splits", "train", "--image_size", "32", "--skip_bad",
+                      processes=processes) == 0
+    assert str(odd) in capsys.readouterr().err
+    info = manifest(out / "train")
+    assert info["num_videos"] == 2
+    assert [entry["name"] for entry in info["skipped"]] == ["video_001"]
+    assert str(odd) in info["skipped"][0]["error"] and "48x64" in info["skipped"][0]["error"]
+    videos, names = read_split(out / "train")
+    assert names == ["video_000", "video_002"]
+    assert [v.shape for v in videos] == [(3, 32, 32, 3)] * 2
 
 
 @pytest.mark.parametrize("processes", [1, 2])

@@ -1,0 +1,78 @@
+"""What the acquisition tools share: one-line errors, output folders that appear only when complete."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+from lutils.io import temporary_path_for
+
+
+class AcquisitionError(RuntimeError):
+    """Bad input or output for an acquisition tool; the message names the path (and row) at fault."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one `error: ...` line on stderr and exit status 1, like any bad input."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(1)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def check_output_folder(output: Path, force: bool, inputs: dict, flag: str, allow_inside_input: bool = False) -> None:
+    """Refuse an output that is a file, that is non-empty without --force, or that would swallow an input.
+
+    inputs: {flag: path} of the tool's input folders. The output may never be an input or contain one (--force would
+    delete it); unless allow_inside_input, it may not lie inside one either.
+    """
+    if output.exists() and not output.is_dir():
+        raise AcquisitionError(f"{flag} exists and is not a folder: {output}")
+    resolved = output.resolve()
+    for input_flag, path in inputs.items():
+        source = Path(path).resolve()
+        if resolved == source or resolved in source.parents:
+            raise AcquisitionError(f"{flag} {output} is or contains {input_flag} {path}; choose another output folder")
+        if not allow_inside_input and source in resolved.parents:
+            raise AcquisitionError(f"{flag} {output} lies inside {input_flag} {path}; choose a folder outside it")
+    if output.is_dir() and any(output.iterdir()) and not force:
+        raise AcquisitionError(f"{flag} is not empty: {output} (use --force to replace it)")
+
+
+class StagedFolder:
+    """A hidden temporary folder beside `target`; `commit()` puts it in place of `target`, `abort()` deletes it.
+
+    Until commit nothing named `target` is created or changed, so a failed or interrupted run leaves an existing
+    target as it was and no partial one.
+    """
+
+    def __init__(self, target: Path):
+        self.target = Path(target)
+        self.path = temporary_path_for(self.target)  # creates the parent folders and a placeholder file
+        self.path.unlink()
+        self.path.mkdir()
+        self._done = False
+
+    def commit(self) -> Path:
+        old: Optional[Path] = None
+        if self.target.exists() and any(self.target.iterdir()):
+            old = temporary_path_for(self.target)
+            old.unlink()
+            os.replace(self.target, old)
+        os.replace(self.path, self.target)  # an empty folder there is replaced as well
+        self._done = True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.target
+
+    def abort(self) -> None:
+        if not self._done:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self._done = True
