@@ -6,7 +6,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from lutils.io import temporary_path_for
 
@@ -76,3 +76,22 @@ class StagedFolder:
         if not self._done:
             shutil.rmtree(self.path, ignore_errors=True)
             self._done = True
+
+    def __enter__(self) -> "StagedFolder":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.abort()  # after commit() a no-op; on any error or interrupt the staged folder goes
+
+
+def run_tool(body: Callable[[], None], output: str, errors: tuple = (AcquisitionError, OSError)) -> int:
+    """Run a tool's work: bad input is one `error: ...` line and exit status 1, Ctrl-C exit status 130."""
+    try:
+        body()
+    except errors as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing was written to {output}", file=sys.stderr)
+        return 130
+    return 0

@@ -32,7 +32,7 @@ from typing import Optional
 from PIL import Image
 from tqdm import tqdm
 
-from dataset.acquisition.common import AcquisitionError, Parser, StagedFolder, check_output_folder
+from dataset.acquisition.common import AcquisitionError, Parser, StagedFolder, check_output_folder, run_tool
 from dataset.convert_to_h5 import ordered_map
 from dataset.video_io import DecodeError, iter_video
 
@@ -177,25 +177,23 @@ def convert(args, videos: list, staging: Path, output_extension: str) -> tuple:
     return rows, skipped
 
 
-def main(argv: Optional[list] = None) -> int:
-    args = build_parser().parse_args(argv)
-    staged: Optional[StagedFolder] = None
-    try:
-        video_extension, output_extension = check_arguments(args)
-        videos = find_videos(args.video_directory, video_extension)
-        if not videos:
-            raise AcquisitionError(
-                f"no .{video_extension} videos in --video_directory {args.video_directory} or its immediate "
-                f"subfolders ({describe_contents(args.video_directory, video_extension)}); "
-                f"--video_extension chooses the extension"
-            )
-        output = Path(args.output_directory)
-        check_output_folder(output, args.force, {"--video_directory": Path(args.video_directory)},
-                            "--output_directory", allow_inside_input=True)
-        print(f"converting {len(videos)} videos from {args.video_directory} -> {output} "
-              f"[{args.fps} fps, {args.target_size[0]}x{args.target_size[1]}, {args.processes} processes]",
-              file=sys.stderr)
-        staged = StagedFolder(output)
+def acquire(args) -> None:
+    """The whole conversion; raises AcquisitionError / DecodeError / OSError on bad input."""
+    video_extension, output_extension = check_arguments(args)
+    videos = find_videos(args.video_directory, video_extension)
+    if not videos:
+        raise AcquisitionError(
+            f"no .{video_extension} videos in --video_directory {args.video_directory} or its immediate "
+            f"subfolders ({describe_contents(args.video_directory, video_extension)}); "
+            f"--video_extension chooses the extension"
+        )
+    output = Path(args.output_directory)
+    check_output_folder(output, args.force, {"--video_directory": Path(args.video_directory)},
+                        "--output_directory", allow_inside_input=True)
+    print(f"converting {len(videos)} videos from {args.video_directory} -> {output} "
+          f"[{args.fps} fps, {args.target_size[0]}x{args.target_size[1]}, {args.processes} processes]",
+          file=sys.stderr)
+    with StagedFolder(output) as staged:
         rows, skipped = convert(args, videos, staged.path, output_extension)
         if not rows:
             raise AcquisitionError(f"none of the {len(videos)} videos could be decoded; nothing written")
@@ -204,25 +202,15 @@ def main(argv: Optional[list] = None) -> int:
             writer.writerow(["sequence", "source", "frames"])
             writer.writerows(rows)
         staged.commit()
-        summary = f"{len(rows)} sequences -> {output} (sources in {output / VIDEOS_CSV})"
-        if skipped:
-            summary += f"; {len(skipped)} video(s) skipped: " + ", ".join(source for source, _ in skipped)
-        print(summary, file=sys.stderr)
-    except (AcquisitionError, DecodeError, OSError) as error:
-        if staged is not None:
-            staged.abort()
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        if staged is not None:
-            staged.abort()
-        print(f"interrupted: nothing was written to {args.output_directory}", file=sys.stderr)
-        return 130
-    except BaseException:
-        if staged is not None:
-            staged.abort()
-        raise
-    return 0
+    summary = f"{len(rows)} sequences -> {output} (sources in {output / VIDEOS_CSV})"
+    if skipped:
+        summary += f"; {len(skipped)} video(s) skipped: " + ", ".join(source for source, _ in skipped)
+    print(summary, file=sys.stderr)
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_tool(lambda: acquire(args), args.output_directory, (AcquisitionError, DecodeError, OSError))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from dataset.acquisition.common import AcquisitionError, Parser, StagedFolder, check_output_folder, warn
+from dataset.acquisition.common import AcquisitionError, Parser, StagedFolder, check_output_folder, run_tool, warn
 from dataset.acquisition.convert_video_directory import VIDEOS_CSV
 from dataset.convert_to_h5 import ConversionError, split_by_ratios
 
@@ -188,31 +188,29 @@ def video_sources(input_directory: Path) -> dict:
         return {}
 
 
-def main(argv: Optional[list] = None) -> int:
-    args = build_parser().parse_args(argv)
-    staged: Optional[StagedFolder] = None
-    try:
-        input_directory = Path(args.input_directory)
-        output = Path(args.output_directory)
-        sequences = list_sequences(input_directory)
-        if args.splits_csv:
-            if args.seed is not None:
-                raise AcquisitionError("--seed only applies to --ratios; a --splits_csv split has no randomness")
-            plan = plan_from_csv(Path(args.splits_csv), input_directory, sequences)
-        else:
-            plan = plan_from_ratios(sequences, args.ratios, 0 if args.seed is None else args.seed)
-        check_output_folder(output, args.force, {"--input_directory": input_directory}, "--output_directory")
-        staged = StagedFolder(output)
+def split(args) -> None:
+    """The whole split; raises AcquisitionError / OSError on bad input."""
+    input_directory = Path(args.input_directory)
+    output = Path(args.output_directory)
+    sequences = list_sequences(input_directory)
+    if args.splits_csv:
+        if args.seed is not None:
+            raise AcquisitionError("--seed only applies to --ratios; a --splits_csv split has no randomness")
+        plan = plan_from_csv(Path(args.splits_csv), input_directory, sequences)
+    else:
+        plan = plan_from_ratios(sequences, args.ratios, 0 if args.seed is None else args.seed)
+    check_output_folder(output, args.force, {"--input_directory": input_directory}, "--output_directory")
+    with StagedFolder(output) as staged:
         sources = video_sources(input_directory)
         rows = []
         progress = tqdm(total=sum(map(len, plan.values())), desc=args.link, unit="sequence", disable=args.quiet)
         try:
-            for split, names in plan.items():
-                (staged.path / split).mkdir()
+            for split_name, names in plan.items():
+                (staged.path / split_name).mkdir()
                 for index, name in enumerate(names):
                     sequence = f"{index:05d}"
-                    place_tree((input_directory / name).resolve(), staged.path / split / sequence, args.link)
-                    rows.append((split, sequence, name, sources.get(name, "")))
+                    place_tree((input_directory / name).resolve(), staged.path / split_name / sequence, args.link)
+                    rows.append((split_name, sequence, name, sources.get(name, "")))
                     progress.update()
         finally:
             progress.close()
@@ -221,27 +219,17 @@ def main(argv: Optional[list] = None) -> int:
             writer.writerow(["split", "sequence", "source", "video"])
             writer.writerows(rows)
         staged.commit()
-        counts = ", ".join(f"{split} {len(names)}" for split, names in plan.items())
-        print(f"sequences: {counts} -> {output} ({args.link}; sources in {output / SEQUENCES_CSV})", file=sys.stderr)
-        missing = [split for split in SPLITS if split not in plan]
-        if missing:
-            print(f"note: no {', '.join(missing)} sequences, so no such folder: convert it with "
-                  f"dataset/convert_to_h5.py --splits {' '.join(plan)}", file=sys.stderr)
-    except (AcquisitionError, OSError) as error:
-        if staged is not None:
-            staged.abort()
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        if staged is not None:
-            staged.abort()
-        print(f"interrupted: nothing was written to {args.output_directory}", file=sys.stderr)
-        return 130
-    except BaseException:
-        if staged is not None:
-            staged.abort()
-        raise
-    return 0
+    counts = ", ".join(f"{split_name} {len(names)}" for split_name, names in plan.items())
+    print(f"sequences: {counts} -> {output} ({args.link}; sources in {output / SEQUENCES_CSV})", file=sys.stderr)
+    missing = [split_name for split_name in SPLITS if split_name not in plan]
+    if missing:
+        print(f"note: no {', '.join(missing)} sequences, so no such folder: convert it with "
+              f"dataset/convert_to_h5.py --splits {' '.join(plan)}", file=sys.stderr)
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_tool(lambda: split(args), args.output_directory)
 
 
 if __name__ == "__main__":
