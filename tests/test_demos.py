@@ -10,7 +10,6 @@ chosen so that every shifted corner lies in the middle of a cell, far from any b
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
