@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="check config and data, draw one batch, exit")
     parser.add_argument("--max-steps", type=int, default=None, help="stop (and save latest.pth) at this global step")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
+                        help="bf16 autocast or fp32 (default: training.precision, else auto: bf16 on CUDA and on CPUs "
+                             "with native bf16 instructions)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value (+key=value adds a key)")
     return parser
 
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace, config: Configuration, kind: str = "cage") -> 
     info = init_distributed(args.device)
     try:
         trainer = trainer_class(kind)(config, args.run_name, info, seed=args.random_seed, use_wandb=args.wandb,
-                                      resume_step=args.resume_step)
+                                      resume_step=args.resume_step, precision=args.precision)
         return trainer.train(max_steps=args.max_steps)
     except (CheckpointError, FileNotFoundError, FileExistsError, KeyError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -71,7 +71,8 @@ class VelocityField:
         feats, masks = self.feats[:, targets - self.num_initial], self.masks[:, targets - self.num_initial]
         velocity = self._predict(x, times, indices, feats, masks)[:, -T:]
         dy = torch.zeros_like(y)
-        dy[:, targets] = velocity * scale.to(velocity.dtype)[None, :, None, None, None]
+        # the state stays fp32 under autocast: bf16 velocities are cast up before they are written
+        dy[:, targets] = (velocity * scale.to(velocity.dtype)[None, :, None, None, None]).to(dy.dtype)
         return dy
 
     def _predict(self, x, times, indices, feats, masks) -> torch.Tensor:

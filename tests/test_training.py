@@ -1,4 +1,6 @@
 """Training: schedule, EMA, sampler, loss decrease, exact resume, robustness, export, DDP and signals."""
+import json
+import math
 import os
 import signal
 import subprocess
@@ -274,3 +276,22 @@ def test_auto_resume_continues_from_latest(data_root, tmp_path):
     assert again.global_step == 4
     with pytest.raises(FileExistsError, match="resume-step"):  # never silently overwrite a run's checkpoints
         Trainer(tiny_config(data_root, tmp_path), "auto", DistInfo(), seed=1)
+
+
+def test_precision_option_resolves_and_bf16_trains_on_cpu(data_root, tmp_path):
+    from lutils.precision import resolve_precision
+
+    assert resolve_precision("fp32", "cuda") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cuda") == "bf16"  # the original trains CUDA runs in bf16 autocast
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", "cpu")
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        trainer = Trainer(tiny_config(data_root, tmp_path / precision), "r", DistInfo(), seed=5, precision=precision)
+        assert trainer.precision == precision
+        assert trainer.train(max_steps=3) == 0
+        rows = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+        losses[precision] = [r[Trainer.loss_name] for r in rows if Trainer.loss_name in r]
+    assert losses["bf16"] and all(math.isfinite(v) for v in losses["bf16"])
+    # the same draws at lower precision: the first losses agree to bf16's few digits, not bit for bit
+    assert losses["bf16"][0] == pytest.approx(losses["fp32"][0], rel=0.05) and losses["bf16"] != losses["fp32"]

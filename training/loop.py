@@ -27,6 +27,7 @@ from dataset.transforms import to_float
 from lutils.configuration import Configuration
 from lutils.logger import Logger
 from model.checkpoint import CheckpointError
+from lutils.precision import autocast, resolve_precision
 from training.checkpointing import (
     checkpoint_path,
     load_training_checkpoint,
@@ -57,6 +58,7 @@ DEFAULTS = {
     "sample_clips": 2,
     "sample_frames": 6,
     "sample_steps": 20,
+    "precision": "auto",  # auto | bf16 | fp32 (lutils/precision.py); auto is bf16 on CUDA, as the original
 }
 VAL_SEED = 20240101
 BETAS = (0.9, 0.999)
@@ -80,11 +82,13 @@ class BaseTrainer:
     option_defaults: dict = {}  # per-trainer changes to DEFAULTS
 
     def __init__(self, config: Configuration, run_name: str, info: DistInfo, seed: int = 1543,
-                 use_wandb: bool = False, resume_step: Optional[int] = None):
+                 use_wandb: bool = False, resume_step: Optional[int] = None, precision: Optional[str] = None):
         self.config, self.info, self.seed = config, info, seed
         training = config["training"]
         defaults = {**DEFAULTS, **self.option_defaults}
         self.options = {key: training.get(key, default) for key, default in defaults.items()}
+        if precision is not None:  # the command line's --precision wins over training.precision
+            self.options["precision"] = precision
         optim = training["optimizer"]
         self.batch_size = int(training["batching"]["batch_size"])
         self.num_workers = int(training["batching"]["num_workers"])
@@ -94,11 +98,12 @@ class BaseTrainer:
         self.num_observations = int(training.get("num_observations", data["frames_per_sample"]))
         self.run_dir = run_directory(config, run_name)
         self.device = info.device
-        self.autocast = torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        self.precision = resolve_precision(str(self.options["precision"]), self.device)
+        self.autocast = autocast(self.device, self.precision)
 
         self.logger = Logger("cage", self.run_dir.name, use_wandb, config.to_dict(), info.rank, self.run_dir)
         log = self.logger.info
-        log(f"run directory {self.run_dir}; {info.world_size} process(es) on {self.device}")
+        log(f"run directory {self.run_dir}; {info.world_size} process(es) on {self.device}, {self.precision}")
 
         # Data first: a missing split is an error before any model is built.
         self.train_set = dataset_from_config(data, "train", train=True, output_dtype="uint8")
