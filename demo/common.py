@@ -93,10 +93,15 @@ def checkpoint_path(name: str, project_root: Optional[str | os.PathLike] = None)
     entry = Path(str(CHECKPOINTS[name])).expanduser()
     if entry.is_absolute():
         return entry
+    return _first_existing(entry, checkpoint_roots(project_root))
+
+
+def checkpoint_roots(project_root: Optional[str | os.PathLike] = None) -> list:
+    """Folders under which a relative CHECKPOINTS entry is tried, in order."""
     roots = search_roots(project_root)
     if project_root is None and os.environ.get(WEIGHTS_ROOT_ENV):
         roots = [Path(os.environ[WEIGHTS_ROOT_ENV])] + roots
-    return _first_existing(entry, roots)
+    return roots
 
 
 def _user_path(path: str | os.PathLike, root: Path) -> Path:
@@ -189,7 +194,9 @@ def load_model_and_data(
     else:
         ckpt_file = _user_path(ckpt, root)
     if not ckpt_file.is_file():
-        raise FileNotFoundError(f"model checkpoint not found: {ckpt_file}")
+        searched = "" if ckpt is not None or Path(str(CHECKPOINTS[key])).is_absolute() else \
+            f" (looked under {', '.join(str(r) for r in checkpoint_roots(project_root))})"
+        raise FileNotFoundError(f"model checkpoint not found: {ckpt_file}{searched}")
 
     dataset = None
     if load_data:
@@ -201,8 +208,14 @@ def load_model_and_data(
         else:
             data_file = _user_path(data_path, root)
         if not data_file.exists():
-            raise FileNotFoundError(f"data not found: {data_file} (pass data_path=PATH to an HDF5 split, or "
-                                    f"load_data=False to use image files only)")
+            if data_path is not None:
+                raise FileNotFoundError(f"data not found: {data_file}")
+            searched = "" if Path(str(config.select("data.data_root"))).is_absolute() else \
+                f", looked under {', '.join(str(r) for r in roots)}"
+            raise FileNotFoundError(
+                f"data not found: {data_file} (data.data_root/{split} of {config.path}{searched}). Set data.data_root "
+                f"in the config, or load other data with Demo.from_config(name, data_path=PATH) or "
+                f"load_model_and_data(..., data_path=PATH); load_data=False uses image files only")
         data = config["data"]
         dataset = VideoDataset(data_file, int(data["input_size"]), int(data["crop_size"]),
                                frames_per_sample=frames_per_sample, skip_frames=int(data.get("skip_frames", 0)),

@@ -54,11 +54,16 @@ class DemoCompose(Editor):
     HELP = "c: select   n: next   v: paste   m: move   enter: generate   x: snapshot"
     video_offset = 0
 
-    def __init__(self, dataset_name: str, source_image: Optional[str] = None, random_time: bool = False,
-                 device: str = "cpu", steps: int = 20, num_frames: int = 3, past_horizon: int = -1):
-        """The original's constructor; `source_image` (a file) is the only image shown, loaded in [-1, 1]."""
+    def __init__(self, dataset_name: Optional[str] = None, source_image: Optional[str] = None,
+                 random_time: bool = False, device: str = "cpu", steps: int = 20, num_frames: int = 3,
+                 past_horizon: int = -1, *, config: Optional[str] = None):
+        """The original's constructor (its first argument was called `config`; both names work). `source_image`, an
+        image file, is then the only image, loaded in [-1, 1]: every image shown is it, and it is index 0."""
+        if (dataset_name is None) == (config is None):
+            raise TypeError("give the dataset name, e.g. DemoCompose('clevrer') (or config='clevrer')")
         self._source_image = source_image
-        super().__init__(dataset_name, random_time, device, steps, num_frames, past_horizon)
+        super().__init__(dataset_name if config is None else config, random_time, device, steps, num_frames,
+                         past_horizon)
 
     def _needs_data(self) -> bool:
         return self._source_image is None
@@ -94,6 +99,14 @@ class DemoCompose(Editor):
         if show:
             self.show()
         return self.images[-1]
+
+    def load_source(self, spec, frame: Optional[int] = None) -> torch.Tensor:
+        """As Editor.load_source; with a source_image, that image is the only one, index 0 (as the original)."""
+        if self.source_image is not None and isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+            if int(spec) != 0:
+                raise IndexError(f"index {spec}: with source_image the only image is index 0 ({self.source_image})")
+            spec = self.source_image
+        return super().load_source(spec, frame)
 
     def next_image(self) -> int:
         """`n` on an image: show the next image; returns its number among the images shown."""

@@ -209,23 +209,28 @@ class Editor:
     def generate(self, num_frames: Optional[int] = None, **generate_kwargs) -> torch.Tensor:
         """The enter key: generate from the controls with model.generation.generate, into `generated_frames`.
 
-        num_frames defaults to max(self.num_frames, control frames written), so no written control is lost.
-        Defaults (overridable by kwargs): joint method, euler solver, num_steps=self.steps, past_horizon,
-        chunk_size and seed of the editor (seed None: torch's global RNG, as the original).
+        num_frames defaults to the editor's `num_frames`, as the original; control frames beyond it are not used
+        (a warning says so: raise `num_frames` to use them). Defaults (overridable by kwargs): joint method, euler
+        solver, num_steps=self.steps, past_horizon, chunk_size and seed of the editor (seed None: torch's global
+        RNG, as the original).
         """
         from model.generation import generate
 
         feats, masks = self.control_tensors()
         written = 0 if feats is None else feats.shape[1]
-        n = max(self.num_frames, written) if num_frames is None else int(num_frames)
-        if n < written:
-            log.warning("generating %d frames: the controls of the later %d frame(s) are not used", n, written - n)
+        n = self.num_frames if num_frames is None else int(num_frames)
+        unused = written - n
         kwargs = dict(method="joint", odesolver="euler", num_steps=self.steps, past_horizon=self.past_horizon,
                       chunk_size=self.chunk_size, seed=self.seed)
         kwargs.update(generate_kwargs)
         self.generated_frames = generate(self.model, n, self.device, initial_frames=self._initial_frames(),
                                          feats=feats, feats_masks=masks, **kwargs)
         self.message = f"F: generated {n} frames (demo.generated_frames)"
+        if unused > 0:
+            text = (f"generated {n} frames: the last {unused} control frame(s) are not used (set num_frames to "
+                    f"{written} to use them)")
+            log.warning("%s", text)
+            self.message = f"F, warning: {text}"
         self._refresh()
         return self.generated_frames
 
@@ -399,16 +404,21 @@ class Editor:
         raise NotImplementedError
 
     def _show_image(self, ax, image) -> None:
-        """An image [3 H W] in [-1,1] (or uint8 [H W 3]) with the cell grid, in pixel coordinates."""
+        """An image [3 H W] in [-1,1] (or uint8 [H W 3]) with the cell grid.
+
+        Drawn as the original's plain imshow draws it (pixel i centred on coordinate i, the image spanning
+        -0.5 .. im_res - 0.5), so that a pointer reports the coordinates, and selects the cells, it did there.
+        """
         pixels = image if isinstance(image, np.ndarray) else to_video(image[None])[0].transpose(1, 2, 0)
-        ax.imshow(pixels, extent=(0, self.im_res, self.im_res, 0), interpolation="nearest")
+        edge = self.im_res - 0.5
+        ax.imshow(pixels, extent=(-0.5, edge, edge, -0.5), interpolation="nearest")
         ch, cw = self.cell_size
         for r in range(1, self.grid[0]):
             ax.axhline(r * ch, color="white", linewidth=0.3, alpha=0.5)
         for c in range(1, self.grid[1]):
             ax.axvline(c * cw, color="white", linewidth=0.3, alpha=0.5)
-        ax.set_xlim(0, self.im_res)
-        ax.set_ylim(self.im_res, 0)
+        ax.set_xlim(-0.5, edge)
+        ax.set_ylim(edge, -0.5)
         ax.set_xticks([])
         ax.set_yticks([])
 

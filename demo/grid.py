@@ -4,9 +4,14 @@ placed at a pointer. These are the original demos' rules, so the same mouse even
 Coordinates: pixel (x, y) with x to the right and y down, as matplotlib reports them over an image; cells
 (row, col) of the latent grid, each `cell_size` = (height, width) pixels.
 
-- A pointer selects the cell that contains it.
+- A pointer selects the cell that contains it: with the original's integer arithmetic, column int(x) // cell width
+  (int truncates toward zero, so x in (-1, 0) is column 0, as in the original).
 - Placing a group at a pointer moves the mean of its cells' top-left pixel corners onto the pointer; each cell's
-  shifted corner is then floored to the cell that contains it. Cells that land off the grid are dropped.
+  shifted corner, (corner + pointer) - mean evaluated in that order as the original does, then falls in the cell
+  that contains it. Cells that land off the grid are dropped (the original indexed them modulo the grid or failed).
+
+The editors draw the image as matplotlib's plain imshow does (pixel i centred on coordinate i), so a pointer over
+the same pixel reports the same coordinates, and selects the same cells, as in the original.
 """
 from __future__ import annotations
 
@@ -16,9 +21,16 @@ from typing import Optional, Sequence
 Cell = tuple  # (row, col)
 
 
+def _index(value: float, size: float) -> int:
+    """The cell index of coordinate `value` along an axis of cells `size` pixels wide (the original's int(v) // ts)."""
+    if float(size).is_integer():
+        return math.trunc(value) // int(size)
+    return math.floor(value / size)  # cells of fractional width: no original to follow
+
+
 def cell_under(xy: Sequence[float], cell_size: Sequence[float], grid: Sequence[int]) -> Optional[Cell]:
     """The (row, col) cell containing pixel (x, y), or None when it lies off the grid."""
-    row, col = math.floor(float(xy[1]) / cell_size[0]), math.floor(float(xy[0]) / cell_size[1])
+    row, col = _index(float(xy[1]), cell_size[0]), _index(float(xy[0]), cell_size[1])
     if 0 <= row < grid[0] and 0 <= col < grid[1]:
         return row, col
     return None
@@ -33,17 +45,17 @@ def place_group(cells: Sequence[Cell], pointer: Sequence[float], cell_size: Sequ
                 grid: Sequence[int]) -> tuple:
     """Place `cells` at `pointer`: ([(source cell, destination cell)], [source cells dropped off the grid]).
 
-    The mean of the cells' top-left corners goes to the pointer; each shifted corner is floored to its cell.
+    The mean of the cells' top-left corners goes to the pointer; each shifted corner lands in the cell under it.
     """
     if not cells:
         return [], []
     corners = [cell_corner(c, cell_size) for c in cells]
     mean_x = sum(x for x, _ in corners) / len(corners)
     mean_y = sum(y for _, y in corners) / len(corners)
-    shift_x, shift_y = float(pointer[0]) - mean_x, float(pointer[1]) - mean_y
+    px, py = float(pointer[0]), float(pointer[1])
     pairs, dropped = [], []
     for cell, (x, y) in zip(cells, corners):
-        destination = cell_under((x + shift_x, y + shift_y), cell_size, grid)
+        destination = cell_under((x + px - mean_x, y + py - mean_y), cell_size, grid)
         if destination is None:
             dropped.append(cell)
         else:

@@ -97,27 +97,27 @@ class _CreatesMarkerWhenUnpickled:
 # The source videos: (path below D, first palette colour, number of frames at 20 fps, width, height) -----------------
 VIDEOS = [
     ("clip_b.mp4", 0, 20, 32, 32),
-    ("Zed.mp4", 20, 10, 32, 32),  # renamed to Zed.MP4: the extension matches in any case
+    ("Zed.mp4", 20, 10, 32, 32),
     ("sub/c.mp4", 30, 10, 48, 24),
     ("zz.mp4", 40, 8, 32, 32),
 ]
 # Sorted by full path string as PVG sorts: "Z" < "c" < "s" < "z", and sub/c.mp4 before zz.mp4.
-ORDER = ["Zed.MP4", "clip_b.mp4", "sub/c.mp4", "zz.mp4"]
-IGNORED = ["sub/deep/too_deep.mp4", "other.webm", "notes.txt", ".hidden.mp4"]
+ORDER = ["Zed.mp4", "clip_b.mp4", "sub/c.mp4", "zz.mp4"]
+# Too deep, another extension, hidden, and the extension in another case (PVG's glob is case-sensitive: taking
+# Upper.MP4 would renumber the sequences, and a PVG splits.csv would then pick other videos).
+IGNORED = ["sub/deep/too_deep.mp4", "other.webm", "notes.txt", ".hidden.mp4", "Upper.MP4"]
 
 
 def make_video_directory(root: Path) -> dict:
     """The videos of VIDEOS and IGNORED under root; {source name: (first colour, frames at 20 fps)}."""
     sources = {}
     for name, first, count, width, height in VIDEOS:
-        path = encode_video(root / name, np.arange(first, first + count), width=width, height=height)
-        if name == "Zed.mp4":
-            path = path.rename(path.with_suffix(".MP4"))
-            name = "Zed.MP4"
+        encode_video(root / name, np.arange(first, first + count), width=width, height=height)
         sources[name] = (first, count)
     encode_video(root / "sub" / "deep" / "too_deep.mp4", np.arange(50, 54))
     encode_video(root / "other.webm", np.arange(54, 58))
     encode_video(root / ".hidden.mp4", np.arange(58, 62))
+    encode_video(root / "Upper.mp4", np.arange(60, 64)).rename(root / "Upper.MP4")
     (root / "notes.txt").write_text("not a video")
     return sources
 
@@ -128,7 +128,7 @@ def test_videos_to_frames_to_splits_to_hdf5(tmp_path, capsys):
     sources = make_video_directory(videos)
 
     assert acquire(videos, frames, processes=2) == 0  # PVG's default --fps 10
-    capsys.readouterr()
+    assert "Upper.MP4" in capsys.readouterr().err  # a warning names the file left out for its extension's case
     assert sorted(p.name for p in frames.iterdir()) == ["00000", "00001", "00002", "00003", "videos.csv"]
     expected_counts = {name: count * 10 // SOURCE_FPS for name, (_, count) in sources.items()}
     assert read_csv(frames / "videos.csv") == [["sequence", "source", "frames"]] + [
@@ -159,7 +159,7 @@ def test_videos_to_frames_to_splits_to_hdf5(tmp_path, capsys):
     assert read_csv(splits / "sequences.csv") == [
         ["split", "sequence", "source", "video"],
         ["train", "00000", "00003", "zz.mp4"], ["train", "00001", "00002", "sub/c.mp4"],
-        ["val", "00000", "00000", "Zed.MP4"], ["test", "00000", "00001", "clip_b.mp4"],
+        ["val", "00000", "00000", "Zed.mp4"], ["test", "00000", "00001", "clip_b.mp4"],
     ]
 
     assert to_h5(splits, h5) == 0
@@ -410,6 +410,7 @@ def test_bad_arguments(tmp_path, capsys):
         split(out, tmp_path / "splits", "--ratios", 1, 0, 0, "--splits_csv", "x.csv")
     check_error(capsys, exit_info.value.code, "--ratios", "--splits_csv")
     check_error(capsys, split(out, tmp_path / "splits", "--splits_csv", "x.csv", "--seed", 1), "--seed")
+    check_error(capsys, split(out, tmp_path / "splits", "--splits_csv", ""), "splits")  # an empty name: no traceback
     assert_not_written(tmp_path / "splits")
 
 

@@ -171,6 +171,19 @@ def test_animation_gestures_give_the_originals_cells(demo, caplog):
     assert len(demo.out_images) == 1 and isinstance(demo.out_images[0], Image.Image)
 
 
+def test_grid_rules_worked_by_hand():
+    from demo.grid import cell_under, place_group
+
+    size, grid = (4, 4), (8, 8)
+    assert cell_under((3.99, 0.0), size, grid) == (0, 0) and cell_under((4.0, 0.0), size, grid) == (0, 1)
+    assert cell_under((-0.99, 5.0), size, grid) == (1, 0)  # int() truncates toward 0, as the original
+    assert cell_under((-1.0, 5.0), size, grid) is None and cell_under((32.0, 0.0), size, grid) is None
+    # corners (0, 0) and (8, 0), mean (4, 0); pointer (3.5, 2.0): corners at (-0.5, 2) -> (0, 0) and (7.5, 2) -> (0, 1)
+    assert place_group([(0, 0), (0, 2)], (3.5, 2.0), size, grid) == ([((0, 0), (0, 0)), ((0, 2), (0, 1))], [])
+    # pointer (29.0, 2.0): corners at (25, 2) -> (0, 6) and (33, 2): off the grid, dropped
+    assert place_group([(0, 0), (0, 2)], (29.0, 2.0), size, grid) == ([((0, 0), (0, 6))], [(0, 2)])
+
+
 def test_animation_events_outside_the_image_or_out_of_order(demo):
     demo.run(index=0)
     key(demo, "m")
@@ -185,6 +198,17 @@ def test_animation_events_outside_the_image_or_out_of_order(demo):
     assert len(demo.masks) == 1
     key(demo, "q")  # matplotlib's own shortcuts are disconnected: 'q' does not close the figure
     assert plt.fignum_exists(demo.fig.number)
+
+
+def test_the_image_is_placed_as_the_originals_imshow_places_it(demo):
+    """Pixel i is centred on coordinate i, so the pointer reports what it reported in the original, and the cell
+    boundary at x = 4 runs through the middle of pixel 4, as there (the original computes int(x) // 4)."""
+    demo.run(index=0)
+    assert demo.ax.get_xlim() == (-0.5, 31.5) and demo.ax.get_ylim() == (31.5, -0.5)
+    assert tuple(demo.ax.images[0].get_extent()) == (-0.5, 31.5, 31.5, -0.5)
+    key(demo, "c")
+    drag(demo, (3.7, 0.2), (4.2, 0.2), (-0.4, 4.5))  # left half of pixel 4: cell 0; right half: cell 1; x -0.4: 0
+    assert demo.selected == [(0, 0), (0, 1), (1, 0)]
 
 
 # Gestures: composition -------------------------------------------------------------------------------------------
@@ -247,6 +271,23 @@ def test_compose_the_originals_key_sequence_keeps_every_object(compose):
     assert compose.generated_frames.shape == (1, 3, 3, 32, 32)
     key(compose, "n")  # back on the images: the next index of `indices`
     assert compose.sources == [0, 1, 2] and compose.view == "source"
+
+
+def test_compose_objects_take_the_features_of_the_image_they_were_selected_on(compose):
+    """Two objects painted on image 0, then image 1 shown: object 2 still comes from image 0. (The original read
+    object k's features from the k-th image shown, image 1 here, whatever image it was painted on.)"""
+    compose.run(indices=[0, 1])
+    key(compose, "c")
+    click(compose, (5.5, 5.5))  # object 1: cell (1, 1) of image 0
+    click(compose, (13.5, 13.5))  # a new press, object 2: cell (3, 3) of image 0
+    key(compose, "n")
+    assert compose.group_images == [0, 0] and compose.sources == [0, 1]
+    key(compose, "v")
+    key(compose, "n")  # straight to object 2
+    click(compose, (25.0, 25.0))  # corner (12, 12) -> (25, 25): cell (6, 6)
+    assert cells(compose.masks[0]) == [(6, 6)]
+    assert torch.equal(compose.controls[0][:, 6, 6], compose.features[0][:, 3, 3])
+    assert not torch.equal(compose.controls[0][:, 6, 6], compose.features[1][:, 3, 3])
 
 
 def test_compose_next_image_after_the_indices_is_random_and_v_is_idempotent(compose):
@@ -353,11 +394,13 @@ def test_compose_script_paste_move_and_generate(compose):
     assert torch.equal(feats[0, 0, :, 1, 0], compose.features[1][:, 7, 0])
     calls = []
     video = compose.generate(on_call=calls.append)
-    assert video.shape == (1, 4, 3, 32, 32) and video is compose.generated_frames  # no input frame prepended
+    assert video.shape == (1, 3, 3, 32, 32) and video is compose.generated_frames  # num_frames; no input frame
+    assert "last 1 control frame(s) are not used" in compose.message
     assert calls[0]["masks"][0, -3:].flatten(1).sum(1).tolist() == [4.0, 2.0, 2.0]
-    expected = generate(compose.model, 4, "cpu", initial_frames=None, feats=feats, feats_masks=masks, num_steps=2,
+    expected = generate(compose.model, 3, "cpu", initial_frames=None, feats=feats, feats_masks=masks, num_steps=2,
                         chunk_size=4, seed=0)  # noise context and reference, as the original
     assert torch.equal(video, expected)
+    assert compose.generate(num_frames=4).shape == (1, 4, 3, 32, 32)
     canvas, pixels = compose.canvas(0), to_video(torch.stack(compose.images)).transpose(0, 2, 3, 1)
     assert (canvas[12:16, 0:4] == 255).all()  # an empty cell is white
     assert np.array_equal(canvas[16:20, 4:8], pixels[0, 8:12, 8:12])  # cell (4, 1) <- image 0 cell (2, 2)
@@ -413,6 +456,15 @@ def test_editors_built_the_original_way_from_the_working_directory(golden_dir, s
     assert composer.sources == [str(png), str(png)]
     composer.close()
 
+    # the original's first argument was `config`; the original notebook's run(indices=[0, 1, 2]) with a
+    # source_image shows it as index 0, and index 1 does not exist
+    composer = DemoCompose(config="clevrer", source_image=str(png), steps=2)
+    composer.run(indices=[0, 1, 2])
+    assert torch.equal(composer.images[0], image) and composer.dataset is None
+    with pytest.raises(IndexError, match="only image is index 0"):
+        composer.next_image()
+    composer.close()
+
 
 def test_checkpoints_is_the_registry_the_user_edits(golden_dir, split, tmp_path, monkeypatch):
     root = fake_project(golden_dir, tmp_path / "project", split, name="mine")
@@ -443,8 +495,10 @@ def test_load_errors_name_the_missing_file(golden_dir, split, tmp_path, monkeypa
         load_model_and_data(paths["config"], tmp_path / "missing.pth", split, overrides=paths["overrides"])
     with pytest.raises(FileNotFoundError, match="no_data"):
         load_model_and_data(paths["config"], paths["ckpt"], tmp_path / "no_data", overrides=paths["overrides"])
-    with pytest.raises(FileNotFoundError, match="data/none/test"):  # the config's data_root
+    with pytest.raises(FileNotFoundError, match="data/none/test") as error:  # the config's data_root
         load_model_and_data(paths["config"], paths["ckpt"], overrides=paths["overrides"])
+    assert "data.data_root" in str(error.value) and "Demo.from_config(name, data_path=PATH)" in str(error.value)
+    assert str(ROOT) in str(error.value)  # every folder searched is named
 
 
 def test_load_from_another_directory_with_a_project_root(golden_dir, split, tmp_path, monkeypatch):

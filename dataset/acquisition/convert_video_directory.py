@@ -3,8 +3,8 @@
     python -m dataset.acquisition.convert_video_directory --video_directory VIDEOS --output_directory FRAMES \\
         --target_size W H [--fps 10] [--processes 8] [--video_extension mp4] [--output_extension png]
 
-Videos are the *.mp4 files (--video_extension, any case) directly in VIDEOS and in its immediate subfolders; deeper
-folders, hidden files and hidden folders are not searched. Sorted by full path, the i-th video becomes
+Videos are the *.mp4 files (--video_extension, case-sensitive as PVG's glob) directly in VIDEOS and in its immediate
+subfolders; deeper folders, hidden files and hidden folders are not searched. Sorted by full path, the i-th video becomes
 FRAMES/<i:05d>/00000.png, 00001.png, ...: sampled at --fps as ffmpeg's fps filter samples, then resized to exactly
 W x H with bicubic filtering (the aspect ratio is not kept). FRAMES/videos.csv (sequence,source,frames) tells which
 video each sequence folder came from. Videos are decoded with PyAV; no ffmpeg program is needed. Unlike PVG, no
@@ -32,7 +32,7 @@ from typing import Optional
 from PIL import Image
 from tqdm import tqdm
 
-from dataset.acquisition.common import AcquisitionError, Parser, StagedFolder, check_output_folder, run_tool
+from dataset.acquisition.common import AcquisitionError, Parser, StagedFolder, check_output_folder, run_tool, warn
 from dataset.convert_to_h5 import ordered_map
 from dataset.video_io import DecodeError, iter_video
 
@@ -62,23 +62,29 @@ def build_parser() -> Parser:
 
 
 # Discovery -----------------------------------------------------------------------------------------------------------
-def find_videos(video_directory: str, extension: str) -> list:
-    """[(path, path relative to video_directory)] of the videos in the folder and its immediate subfolders.
+def find_videos(video_directory: str, extension: str) -> tuple:
+    """([(path, path relative to video_directory)], [relative paths with the extension in another case]).
 
-    Matches "*.<extension>" in any case; hidden entries are skipped (as PVG's glob skips them). Sorted by the full
-    path string, as PVG sorts.
+    Matches "*.<extension>" case-sensitively, as PVG's glob does on Linux, so that the sequence numbers (and a PVG
+    splits.csv written for them) are PVG's; files whose extension differs only in case are returned apart, for a
+    warning. Hidden entries are skipped (as PVG's glob skips them). Sorted by the full path string, as PVG sorts.
     """
-    suffix = f".{extension.lower()}"
+    suffix = f".{extension}"
     folders = [("", video_directory)] + [
         (entry.name, entry.path) for entry in _entries(video_directory) if entry.is_dir()
     ]
-    videos = []
+    videos, other_case = [], []
     for relative, folder in folders:
         for entry in _entries(folder):
-            if entry.name.lower().endswith(suffix) and len(entry.name) > len(suffix) and entry.is_file():
-                videos.append((entry.path, f"{relative}/{entry.name}" if relative else entry.name))
+            if len(entry.name) <= len(suffix) or not entry.name.lower().endswith(suffix.lower()) or not entry.is_file():
+                continue
+            name = f"{relative}/{entry.name}" if relative else entry.name
+            if entry.name.endswith(suffix):
+                videos.append((entry.path, name))
+            else:
+                other_case.append(name)
     videos.sort(key=lambda video: video[0])
-    return videos
+    return videos, sorted(other_case)
 
 
 def _entries(folder: str) -> list:
@@ -180,7 +186,11 @@ def convert(args, videos: list, staging: Path, output_extension: str) -> tuple:
 def acquire(args) -> None:
     """The whole conversion; raises AcquisitionError / DecodeError / OSError on bad input."""
     video_extension, output_extension = check_arguments(args)
-    videos = find_videos(args.video_directory, video_extension)
+    videos, other_case = find_videos(args.video_directory, video_extension)
+    if other_case:
+        warn(f"{len(other_case)} file(s) whose extension is .{video_extension} in another case are left out, as PVG "
+             f"leaves them out: {', '.join(other_case[:5])}{' ...' if len(other_case) > 5 else ''} "
+             f"(run again with --video_extension for them)")
     if not videos:
         raise AcquisitionError(
             f"no .{video_extension} videos in --video_directory {args.video_directory} or its immediate "

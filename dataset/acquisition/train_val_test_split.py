@@ -193,7 +193,9 @@ def split(args) -> None:
     input_directory = Path(args.input_directory)
     output = Path(args.output_directory)
     sequences = list_sequences(input_directory)
-    if args.splits_csv:
+    if args.splits_csv is not None:
+        if not args.splits_csv.strip():
+            raise AcquisitionError("--splits_csv needs the path of a CSV file with the columns sequence,split")
         if args.seed is not None:
             raise AcquisitionError("--seed only applies to --ratios; a --splits_csv split has no randomness")
         plan = plan_from_csv(Path(args.splits_csv), input_directory, sequences)
