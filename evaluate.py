@@ -68,8 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-short-videos", action="store_true", help="leave out videos shorter than K+F frames")
     parser.add_argument("--restart", action="store_true", help="discard partial results in <out>.parts first")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
-                        help="bf16 autocast for generation on CUDA (default: yes; CPU always runs fp32)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="generation in bf16 autocast or fp32 (default auto: bf16 on CUDA and on CPUs with native "
+                             "bf16 instructions, lutils/precision.py)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="the older spelling: --bf16 is --precision bf16, --no-bf16 is --precision fp32")
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
                         help="use the checkpoint's EMA weights when it has them (default: yes)")
     parser.add_argument("--trust-checkpoint", action="store_true", help="allow checkpoints that need full unpickling")
@@ -105,13 +108,15 @@ def open_clips(config: Configuration, folder: Path, clip_frames: int, skip_short
 def make_protocol(args, config: Configuration, num_available: int, frame_size: int):
     from evaluation.protocol import Protocol
 
-    on_cuda = args.device.startswith("cuda")
+    from lutils.precision import resolve_precision
+
+    precision = args.precision if args.bf16 is None else ("bf16" if args.bf16 else "fp32")
     return Protocol(
         split=args.split, num_videos=args.num_videos or num_available, cond_frames=args.cond_frames,
         gen_frames=args.gen_frames, skip_frames=int(config["data"].get("skip_frames", 0)), frame_size=frame_size,
         clip_start=0, steps=args.steps, gamma=args.gamma, seed=args.seed, batch_size=args.batch_size,
         controls_prob=args.controls_prob, method=args.method, solver=args.solver, fvd_frames=args.fvd_frames,
-        fvd_real_videos=args.fvd_real_videos, precision="bf16" if on_cuda and args.bf16 else "fp32",
+        fvd_real_videos=args.fvd_real_videos, precision=resolve_precision(precision, args.device),
     )
 
 
@@ -161,6 +166,7 @@ def generate_batch(model, clips: torch.Tensor, protocol, batch_index: int, devic
     """Generated clips uint8 [b K+F 3 H W] for real clips uint8 [b K+F 3 H W]; the first K frames are the real ones."""
     from dataset.transforms import to_float
     from lutils.logging import to_video
+    from lutils.precision import autocast
     from model.generation import generate
 
     k, f = protocol.cond_frames, protocol.gen_frames
@@ -171,8 +177,7 @@ def generate_batch(model, clips: torch.Tensor, protocol, batch_index: int, devic
         feats = model.get_features(frames[:, k:])  # [b F C h w]
         allowed = torch.ones(*feats.shape[:2], 1, *feats.shape[3:], device=device)
         masks = model.sparsify(allowed, protocol.controls_prob, generator)
-    use_bf16 = protocol.precision == "bf16"
-    with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
+    with autocast(device, protocol.precision):
         video = generate(model, f, device, initial_frames=frames[:, :k] if k else None, feats=feats,
                          feats_masks=masks, batch_size=len(clips), method=protocol.method,
                          odesolver=protocol.solver, num_steps=protocol.steps, gamma=protocol.gamma, generator=generator)

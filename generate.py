@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--past-horizon", type=int, default=-1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="bf16 autocast or fp32 (default auto: bf16 on CUDA and on CPUs with native bf16)")
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
                         help="use the checkpoint's EMA weights when it has them (default: yes)")
     parser.add_argument("--fps", type=float, default=8.0)
@@ -78,6 +80,7 @@ def main(argv=None) -> int:
         import torch
 
         from lutils.media import save_contact_sheet, write_video
+        from lutils.precision import autocast, resolve_precision
         from model.generation import generate
         from model.model import Model
 
@@ -87,11 +90,13 @@ def main(argv=None) -> int:
         feats = masks = None
         if controls.placements:
             feats, masks = controls.build(model.get_features(torch.stack(frames).to(device)))
+        precision = resolve_precision(args.precision, device)
         print(f"generating {args.num_frames} frames ({args.method}, {args.solver}, {args.steps} steps, gamma "
-              f"{args.gamma}, {len(controls.placements)} placement(s)) on {device}", file=sys.stderr)
-        video = generate(model, args.num_frames, device, initial_frames=initial, feats=feats, feats_masks=masks,
-                         method=args.method, odesolver=args.solver, num_steps=args.steps, gamma=args.gamma,
-                         past_horizon=args.past_horizon, seed=args.seed, verbose=True)
+              f"{args.gamma}, {len(controls.placements)} placement(s)) on {device}, {precision}", file=sys.stderr)
+        with autocast(device, precision):
+            video = generate(model, args.num_frames, device, initial_frames=initial, feats=feats, feats_masks=masks,
+                             method=args.method, odesolver=args.solver, num_steps=args.steps, gamma=args.gamma,
+                             past_horizon=args.past_horizon, seed=args.seed, verbose=True)
     except (ConfigurationError, ControlsError, CheckpointError, FileNotFoundError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -115,9 +115,10 @@ class DinoBackbone(FrozenPretrained, nn.Module):
     """Frozen DINOv2 ViT with hub key names; frames [n 3 H W] in [-1,1] -> features [n E*num_layers h w]."""
 
     def __init__(self, name: str = "dinov2_vitb14", arch: Optional[Mapping] = None, num_layers: int = 1,
-                 allow_random: bool = False):
+                 allow_random: bool = False, input_size: int = INPUT_SIZE):
         super().__init__()
         self.name = name
+        self.input_size = int(input_size)  # frames are resized to input_size² before the ViT (the original: 224)
         self.arch = resolve_arch(name, arch)
         self.num_layers = int(num_layers)
         a = self.arch
@@ -215,13 +216,15 @@ class DinoBackbone(FrozenPretrained, nn.Module):
 
     @torch.no_grad()
     def get_layers(self, frames: torch.Tensor, num_layers: Optional[int] = None) -> torch.Tensor:
-        """Frames [n 3 H W] in [-1,1] -> concatenated normed patch features [n E*num_layers 16 16] at the 224 input."""
+        """Frames [n 3 H W] in [-1,1] -> concatenated normed patch features [n E*num_layers g g], g = input_size //
+        patch size (16 at the original's 224 input)."""
         self.weights.require()
         num_layers = self.num_layers if num_layers is None else int(num_layers)
         if not 1 <= num_layers <= len(self.blocks):
             raise ValueError(f"num_layers must be in [1, {len(self.blocks)}], got {num_layers}")
-        images = F.interpolate(frames, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        grid = INPUT_SIZE // self.patch_size
+        size = self.input_size
+        images = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False)
+        grid = size // self.patch_size
         layers = [
             rearrange(self.norm(out)[:, 1:], "n (h w) e -> n e h w", h=grid)  # [n E 16 16]
             for out in self.block_outputs(images, num_layers)
@@ -242,7 +245,8 @@ class DinoBackbone(FrozenPretrained, nn.Module):
 
 
 def build_dino(model_config: Mapping) -> DinoBackbone:
-    """The DINO backbone of `model_config` (dino_version, dino_arch, num_dino_layers, dino_weights, dino_random_init).
+    """The DINO backbone of `model_config` (dino_version, dino_arch, num_dino_layers, dino_weights, dino_random_init,
+    dino_input_size: the frames' size at the ViT's input, default 224 as the original).
 
     Weights: `dino_weights` (a path, or "download" for the official URL) if set; otherwise the official file in the
     torch hub cache if present (named architectures only); otherwise none: the backbone then waits for a CAGE
@@ -253,7 +257,12 @@ def build_dino(model_config: Mapping) -> DinoBackbone:
     arch = to_plain(model_config.get("dino_arch"))
     allow_random = bool(model_config.get("dino_random_init", False))
     trust = bool(model_config.get("trust_checkpoints", False))
-    dino = DinoBackbone(name, arch, num_layers=int(model_config["num_dino_layers"]), allow_random=allow_random)
+    input_size = int(model_config.get("dino_input_size", INPUT_SIZE))
+    dino = DinoBackbone(name, arch, num_layers=int(model_config["num_dino_layers"]), allow_random=allow_random,
+                        input_size=input_size)
+    if input_size % dino.patch_size:
+        raise ValueError(f"model.dino_input_size ({input_size}) must be a multiple of the patch size "
+                         f"({dino.patch_size})")
     weights = model_config.get("dino_weights")
     if weights is not None and str(weights) == "download":
         url = HUB_URL.format(name=name)

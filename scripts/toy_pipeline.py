@@ -27,8 +27,19 @@ QUICK = {"train": 6, "val": 2, "test": 6, "ae_steps": 4, "ae_batch": 4, "cage_st
          "eval_clips": 2, "eval_steps": 2, "frames": 3}
 
 
-def stage(text: str) -> None:
-    print(f"\n== {text}", flush=True)
+TIMINGS: dict = {}  # stage -> wall seconds, written to outputs/<run>/timings.json
+_current: list = []
+
+
+def stage(name: str, text: str = "") -> None:
+    """Start stage `name` (announcing `text`) and close the timing of the previous one; stage("") closes the last."""
+    now = time.time()
+    if _current:
+        TIMINGS[_current[0]] = round(now - _current[1], 1)
+        _current.clear()
+    if name:
+        _current.extend([name, now])
+        print(f"\n== {text}", flush=True)
 
 
 def train_stage(kind: str, config: str, root: Path, steps: int, batch: int, extra: list, run_name: str = "toy") -> Path:
@@ -69,7 +80,7 @@ def main() -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.time()
 
-    stage("1/5 synthetic world -> data/toy_h5 (train/val/test with ground truth)")
+    stage("world", "1/5 synthetic world -> data/toy_h5 (train/val/test with ground truth)")
     data = root / "data" / "toy_h5"
     if (data / "test" / "manifest.json").is_file():
         print("reusing existing data")
@@ -82,11 +93,11 @@ def main() -> int:
         if code != 0:
             return code
 
-    stage("2/5 our VQVAE (train_autoencoder.py, configs/toy_autoencoder.yaml)")
+    stage("autoencoder", "2/5 our VQVAE (train_autoencoder.py, configs/toy_autoencoder.yaml)")
     ae_ckpt = train_stage("autoencoder", "toy_autoencoder.yaml", root, p["ae_steps"], p["ae_batch"],
                           ["training.validate_every=200", f"training.sample_every={p['ae_steps']}"])
 
-    stage("3/5 CAGE (train.py, configs/toy.yaml)")
+    stage("cage", "3/5 CAGE (train.py, configs/toy.yaml)")
     cage_ckpt = train_stage("cage", "toy.yaml", root, p["cage_steps"], p["cage_batch"],
                             [f"model.autoencoder.ckpt_path={ae_ckpt}", f"training.sample_every={p['cage_steps']}",
                              *args.overrides], args.run_name)
@@ -97,22 +108,26 @@ def main() -> int:
     config = Configuration(ROOT / "configs" / "toy.yaml", [f"model.autoencoder.ckpt_path={ae_ckpt}", *args.overrides])
     model = Model(config["model"]).load_from_ckpt(cage_ckpt).eval()
 
-    stage("4/5 animation and composition")
+    stage("demos", "4/5 animation and composition")
     from scripts.toy_demos import animation, composition
 
     for path in animation(model, data / "test", out, p["frames"], p["eval_steps"]) + \
             composition(model, data / "test", out, p["frames"], p["eval_steps"]):
         print(f"wrote {path}")
 
-    stage("5/5 control accuracy (evaluation/control.py)")
+    stage("control_accuracy", "5/5 control accuracy (evaluation/control.py)")
     from evaluation.control import control_accuracy, format_result
 
     result = control_accuracy(model, data / "test", p["eval_clips"], p["frames"], shift=2, steps=p["eval_steps"],
                               progress=False)
+    stage("")
+    TIMINGS["total"] = round(time.time() - start, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "control_accuracy.json").write_text(json.dumps(result, indent=2))
+    (out / "timings.json").write_text(json.dumps(TIMINGS, indent=2))
     print(format_result(result))
-    print(f"\nwrote {out / 'control_accuracy.json'}; total {time.time() - start:.0f} s")
+    print("\nwall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in TIMINGS.items()))
+    print(f"wrote {out / 'control_accuracy.json'} and timings.json; total {time.time() - start:.0f} s")
     return 0
 
 

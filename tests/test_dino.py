@@ -305,3 +305,24 @@ def test_frozen():
     assert not dino.training and not any(m.training for m in dino.modules())
     x = frames().requires_grad_(False)
     assert not dino(x).requires_grad
+
+
+def test_dino_input_size_option(monkeypatch, tmp_path):
+    """model.dino_input_size resizes the frames to another ViT input: a 112 input gives an 8x8 patch grid, and equals
+    the default backbone run on frames already at 112 (the resize is the only difference). Default: 224."""
+    monkeypatch.setitem(dino_module.ARCHS, "dinov2_tiny14", dict(dino_module.DEFAULT_ARCH, **TINY))
+    path = tmp_path / "weights.pth"
+    src = randomize(tiny())
+    torch.save(src.state_dict(), path)
+    config = {"dino_version": "dinov2_tiny14", "num_dino_layers": 2, "dino_weights": str(path)}
+    assert build_dino(config).input_size == 224
+    small = build_dino(dict(config, dino_input_size=112))
+    x = frames(2, 40)
+    layers = small.get_layers(x)
+    assert layers.shape == (2, 96, 8, 8)
+    at_112 = F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False)
+    manual = torch.cat([rearrange(small.norm(out)[:, 1:], "n (h w) e -> n e h w", h=8)
+                        for out in small.block_outputs(at_112, 2)], dim=1)
+    assert torch.allclose(layers, manual, atol=1e-6)
+    with pytest.raises(ValueError, match="dino_input_size"):
+        build_dino(dict(config, dino_input_size=100))

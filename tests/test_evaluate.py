@@ -118,7 +118,10 @@ def test_results_hold_every_metric_and_the_protocol(setup, full_run):
     protocol = results["protocol"]
     assert (protocol["num_videos"], protocol["cond_frames"], protocol["gen_frames"], protocol["controls_prob"]) == \
         (NUM_VIDEOS, COND, GEN, 0.5)
-    assert protocol["fvd_resolution"] == 224 and protocol["fvd_frames"] == "all" and protocol["precision"] == "fp32"
+    assert protocol["fvd_resolution"] == 224 and protocol["fvd_frames"] == "all"
+    from lutils.precision import resolve_precision
+
+    assert protocol["precision"] == resolve_precision("auto", "cpu")  # the default: bf16 where the CPU has it
     assert results["data"]["indices"] == [0, 1, 3, 5]  # 4 of 6, evenly spaced
     assert results["checkpoint"]["sha256"] == hashlib.sha256(Path(setup["ckpt"]).read_bytes()).hexdigest()
     assert len(results["code"]["git_commit"]) == 40
