@@ -82,11 +82,18 @@ class ClipTransform:
         self.random_horizontal_flip, self.aug, self.albumentations = random_horizontal_flip, aug, albumentations
         self.output_dtype = output_dtype
 
-    def __call__(self, clip: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def resize_crop(self, clip: torch.Tensor) -> torch.Tensor:
+        """The transform's fixed part: uint8 [T 3 H W] -> uint8 [T 3 crop crop] (shorter side resized, centre crop)."""
         if self.albumentations:
-            clip = center_crop(resize_albumentations(clip, self.input_size), self.crop_size, floor_offsets=True)
-        else:
-            clip = center_crop(resize_torchvision(clip, self.input_size), self.crop_size)
+            return center_crop(resize_albumentations(clip, self.input_size), self.crop_size, floor_offsets=True)
+        return center_crop(resize_torchvision(clip, self.input_size), self.crop_size)
+
+    def deterministic(self, clip: torch.Tensor) -> torch.Tensor:
+        """Only the fixed part, as float32 in [-1, 1]: what the clip is when neither flip nor jitter is on."""
+        return to_float(self.resize_crop(clip).contiguous())
+
+    def __call__(self, clip: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        clip = self.resize_crop(clip)
         if self.random_horizontal_flip and torch.rand(1, generator=generator).item() < 0.5:
             clip = clip.flip(-1)
         if self.aug:

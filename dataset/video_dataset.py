@@ -136,6 +136,12 @@ class VideoDataset(Dataset):
 
     def sample(self, index: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """The clip of `index`, with its random start, flip and jitter drawn from `generator` (default: torch's RNG)."""
+        video, start = self.draw_start(index, generator)
+        return self.transform(self.read_clip(video, start), generator)
+
+    def draw_start(self, index: int, generator: Optional[torch.Generator] = None) -> tuple:
+        """(video, first frame) of the clip of `index`: the start drawn as `sample` draws it (the same generator
+        draws give the same clip), for readers of per-frame data such as the latent cache."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} videos")
         index %= len(self)
@@ -143,4 +149,10 @@ class VideoDataset(Dataset):
             index = index * self.num_videos // self.total_videos
         num_starts = self.video_length(index) - self.span + 1
         start = int(torch.randint(num_starts, (1,), generator=generator).item()) if self.random_time else 0
-        return self.transform(self.read_clip(index, start), generator)
+        return index, start
+
+    def read_video(self, index: int) -> torch.Tensor:
+        """Every frame of video `index`, transformed (resize, centre crop; no random part): [L 3 crop crop]."""
+        shard_index, video = (int(i) for i in self.entries[index])
+        frames = self._shard(shard_index).read(video, 0, self.video_length(index), 1)
+        return self.transform.deterministic(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2))

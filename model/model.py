@@ -156,18 +156,26 @@ class Model(nn.Module):
             allowed = F.grid_sample(ones, back, mode="nearest", padding_mode="zeros", align_corners=False)
         return sampled.to(feats.dtype), allowed.to(feats.dtype)
 
-    def forward(self, observations: torch.Tensor, generator: Optional[torch.Generator] = None) -> DictWrapper:
+    def forward(self, observations: torch.Tensor, generator: Optional[torch.Generator] = None,
+                latents: Optional[torch.Tensor] = None) -> DictWrapper:
         """One training step's prediction on clips [b O 3 H W] in [-1, 1] (reference-compat §4).
 
-        Returns a DictWrapper (a dict with attribute access, as the original) of reconstructed_vectors and target_vectors [b T s h w], selected_masks [b T 1 h w] (tokens the
-        network saw) and num_controls (mean revealed control cells per target frame). The loss is
-        `flow_matching.masked_loss(reconstructed_vectors, target_vectors, selected_masks)`.
+        Returns a DictWrapper (a dict with attribute access, as the original) of reconstructed_vectors and
+        target_vectors [b T s h w], selected_masks [b T 1 h w] (tokens the network saw) and num_controls (mean revealed
+        control cells per target frame). The loss is
+        `flow_matching.masked_loss(reconstructed_vectors, target_vectors, selected_masks)`. `latents` [b O s h w]:
+        the autoencoder's latents of the observations, when they are cached, instead of encoding the frames.
         """
         b, num_obs = observations.shape[:2]
         device, cc, t = observations.device, self.num_context_frames, self.num_target_frames
         indices = self.sample_frame_indices(b, num_obs, device, generator)  # [b l]
-        frames = observations[torch.arange(b, device=device)[:, None], indices]  # [b l 3 H W]
-        latents = self.encode(frames)
+        batch_index = torch.arange(b, device=device)[:, None]
+        frames = observations[batch_index, indices]  # [b l 3 H W]
+        if latents is None:
+            latents = self.encode(frames)
+        else:  # the autoencoder's latents of every observation, cached (dataset/latent_cache.py): [b O s h w]
+            latents = latents.to(device)[batch_index, indices]
+            latents = latents if self.latent_scale == 1.0 else latents * self.latent_scale
 
         feats, allowed = self.control_features(rearrange(frames[:, -t:], "b l c h w -> (b l) c h w"), generator)
         feats = rearrange(feats, "(b l) f h w -> b l f h w", b=b)

@@ -59,6 +59,7 @@ DEFAULTS = {
     "sample_frames": 6,
     "sample_steps": 20,
     "precision": "auto",  # auto | bf16 | fp32 (lutils/precision.py); auto is bf16 on CUDA, as the original
+    "latent_cache": False,  # encode the train split once and read the latents (dataset/latent_cache.py)
 }
 VAL_SEED = 20240101
 BETAS = (0.9, 0.999)
@@ -276,18 +277,22 @@ class BaseTrainer:
         sampler = ResumableSampler(len(self.train_set), self.info.rank, self.info.world_size, self.seed,
                                    start=self.global_step * self.batch_size)
         # Its own generator: creating the iterator must not draw from the global RNG (that would break exact resume).
-        return DataLoader(SeededClips(self.train_set), batch_size=self.batch_size, sampler=sampler,
+        return DataLoader(self.training_clips(), batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, pin_memory=self.device.type == "cuda", drop_last=True,
                           persistent_workers=self.num_workers > 0,
                           generator=torch.Generator().manual_seed(self.seed * self.info.world_size + self.info.rank))
 
-    def train_step(self, batch: torch.Tensor) -> dict:
-        """One optimisation step on a uint8 batch [b O 3 H W]; returns its metrics."""
+    def training_clips(self):
+        """The dataset the loader draws (index, seed) items from: items are (clip, index, *extras)."""
+        return SeededClips(self.train_set)
+
+    def train_step(self, batch: torch.Tensor, *extras) -> dict:
+        """One optimisation step on a uint8 batch [b O 3 H W] (and the loader's extras); returns its metrics."""
         self.ddp_model.train()
         observations = to_float(batch[:, : self.num_observations].to(self.device, non_blocking=True))
         lr = self.scheduler.get_last_lr()[0]
         with self.autocast:
-            loss, logged = self.forward_loss(observations)
+            loss, logged = self.forward_loss(observations, *extras)
         metrics = {self.loss_name: loss.detach(), **{k: v.detach() if torch.is_tensor(v) else v for k, v in logged.items()},
                    "learning_rate": lr, "skipped": False}
         if any_rank(not bool(torch.isfinite(loss)), self.info):
@@ -356,10 +361,10 @@ class BaseTrainer:
         if self.global_step >= end:
             self.logger.info("nothing to do: already at the last step")
         while self.global_step < end:
-            batch, indices = next(iterator)
+            batch, indices, *extras = next(iterator)
             if record is not None:  # which clips this rank trained on, one line per step
                 record.write(f"{self.global_step} {' '.join(map(str, indices.tolist()))}\n")
-            metrics = self.train_step(batch)
+            metrics = self.train_step(batch, *extras)
             clips += batch.shape[0] * self.info.world_size
             if not metrics["skipped"]:
                 for key, value in metrics.items():

@@ -29,8 +29,25 @@ class Trainer(BaseTrainer):
             if part.weights.allow_random and not part.weights.loaded:
                 self.logger.warning(f"{part.weights.what} uses random weights (allowed by the config)")
 
-    def forward_loss(self, observations: torch.Tensor) -> tuple:
-        out = self.ddp_model(observations, generator=self.generator)
+    def training_clips(self):
+        """Clips with their cached latents when `training.latent_cache` is on (rank 0 builds the cache)."""
+        if not self.options["latent_cache"]:
+            return super().training_clips()
+        from dataset.latent_cache import CachedClips, open_or_build
+        from lutils.configuration import to_plain
+
+        ae = self.model.ae
+        cache = open_or_build(self.train_set, ae, to_plain(self.config["model"]["autoencoder"]),
+                              lambda frames: ae.encode(frames.to(self.device)[None])[0],
+                              build_here=self.info.is_main, progress=self.info.is_main)
+        barrier(self.info)  # the other ranks read the cache rank 0 has built
+        self.logger.info(f"latent cache: {cache.path}")
+        return CachedClips(self.train_set, cache)
+
+    def forward_loss(self, observations: torch.Tensor, latents: Optional[torch.Tensor] = None) -> tuple:
+        if latents is not None:
+            latents = latents[:, : self.num_observations].to(self.device, non_blocking=True)
+        out = self.ddp_model(observations, generator=self.generator, latents=latents)
         fm_loss = masked_loss(out["reconstructed_vectors"], out["target_vectors"], out["selected_masks"])
         return self.loss_weight * fm_loss, {"Training/Loss/flow_matching_loss": fm_loss,
                                             "Training/Stats/num_controls": out["num_controls"]}

@@ -1,0 +1,145 @@
+"""The frozen autoencoder's latents of every frame of a split, computed once and stored beside the dataset.
+
+Training encodes the same frames again at every epoch through a frozen autoencoder. Where the data has no random
+transform (no flip, no colour jitter) a frame's latent never changes, so `training.latent_cache: true` encodes each
+video once, stores the latents in `<data_root>/latent_cache/<split>-<key>.h5`, and then reads them instead.
+
+The key is a hash of everything the latents depend on: the autoencoder's weights and config, the frame size
+settings, and the split's shard files (names, sizes, modification times). A change in any of them gives another
+key, so a stale cache is never used: the new one is built. A file whose stored identity does not match its name is
+rebuilt. Files are written under a temporary name and renamed when complete, so an interrupted build leaves none.
+
+The latents are those of `autoencoder.encode` (before the model's latent_scale), float32, one dataset per video
+[L s h w]; training gathers the clip's frames from them exactly where it would have encoded them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lutils.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+FOLDER = "latent_cache"
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a module's state dict (names, dtypes, shapes and bytes, in key order)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def identity(dataset, autoencoder: torch.nn.Module, autoencoder_config) -> dict:
+    """Everything the cached latents depend on (the cache's key is a hash of it)."""
+    transform = dataset.transform
+    shards = [{"name": path.name, "bytes": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns}
+              for path in dataset.shard_paths]
+    config = {k: v for k, v in dict(autoencoder_config).items() if k not in ("ckpt_path", "random_init")}
+    return {
+        "version": VERSION,
+        "autoencoder": {"sha256": weights_sha256(autoencoder), "config": config},
+        "frames": {"input_size": transform.input_size, "crop_size": transform.crop_size,
+                   "albumentations": transform.albumentations, "frames_key": dataset.frames_key},
+        "videos": [[int(s), int(v)] for s, v in dataset.entries],
+        "shards": shards,
+    }
+
+
+def cache_path(data_path: Path, ident: dict) -> Path:
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(data_path).parent / FOLDER / f"{Path(data_path).name}-{key}.h5"
+
+
+def stored_identity(path: Path) -> Optional[dict]:
+    try:
+        with h5py.File(path, "r") as f:
+            return json.loads(f.attrs["identity"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def build(dataset, encode: Callable[[torch.Tensor], torch.Tensor], path: Path, ident: dict,
+          batch_frames: int = 64, progress: bool = True) -> Path:
+    """Encode every frame of every video of `dataset` with `encode` ([n 3 H W] in [-1, 1] -> [n s h w]) into `path`."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["identity"] = json.dumps(ident, sort_keys=True, default=str)
+        group = f.create_group("latents")
+        for index in tqdm(range(dataset.num_videos), desc="latent cache", unit="video", disable=not progress):
+            frames = dataset.read_video(index)  # [L 3 H W] float32 in [-1, 1]
+            with torch.no_grad():
+                latents = torch.cat([encode(frames[k:k + batch_frames]).float().cpu()
+                                     for k in range(0, len(frames), batch_frames)])
+            group.create_dataset(str(index), data=latents.numpy())
+    return path
+
+
+class LatentCache:
+    """Read access to a built cache; opens its file lazily in each process (safe with DataLoader workers)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file, self._pid = None, None
+
+    def read(self, video: int, start: int, count: int, step: int) -> torch.Tensor:
+        """Latents [count s h w] of frames start, start + step, ... of `video`."""
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+        data = self._file["latents"][str(video)][start:start + (count - 1) * step + 1:step]
+        return torch.from_numpy(np.ascontiguousarray(data))
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_file": None, "_pid": None}
+
+
+def open_or_build(dataset, autoencoder: torch.nn.Module, autoencoder_config, encode: Callable,
+                  build_here: bool = True, progress: bool = True) -> LatentCache:
+    """The cache of `dataset` for this autoencoder: reused when its identity matches, else built (by the process with
+    `build_here`; the others must wait for it, e.g. at a barrier, before reading)."""
+    if dataset.transform.random_horizontal_flip or dataset.transform.aug:
+        raise ValueError("training.latent_cache needs data without random transforms: set data.random_horizontal_flip "
+                         "and data.aug to false (a flipped or jittered frame has other latents)")
+    ident = identity(dataset, autoencoder, autoencoder_config)
+    path = cache_path(dataset.data_path, ident)
+    if build_here:
+        if path.is_file() and stored_identity(path) == json.loads(json.dumps(ident, sort_keys=True, default=str)):
+            log.info("latent cache: reusing %s", path)
+        else:
+            if path.exists():
+                log.warning("latent cache: %s does not match its data or autoencoder; rebuilding it", path)
+            log.info("latent cache: encoding %d videos into %s", dataset.num_videos, path)
+            build(dataset, encode, path, ident, progress=progress)
+    return LatentCache(path)
+
+
+class CachedClips(torch.utils.data.Dataset):
+    """Like training.sampler.SeededClips, with the clip's cached latents: (index, seed) -> (clip, index, latents
+    [frames s h w]). The clip and its randomness are exactly those SeededClips gives."""
+
+    def __init__(self, dataset, cache: LatentCache):
+        self.dataset, self.cache = dataset, cache
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item) -> tuple:
+        index, seed = item
+        generator = torch.Generator().manual_seed(seed)
+        video, start = self.dataset.draw_start(index, generator)
+        clip = self.dataset.transform(self.dataset.read_clip(video, start), generator)
+        latents = self.cache.read(video, start, self.dataset.frames_per_sample, self.dataset.skip_frames + 1)
+        return clip, index, latents
