@@ -117,11 +117,7 @@ def _config_path(path: str | os.PathLike, roots: Sequence[Path], config_dir: Opt
     path = Path(str(path)).expanduser()
     if path.is_absolute():
         return path
-    candidates = list(roots) + ([config_dir] if config_dir is not None else [])
-    for root in candidates:
-        if (root / path).exists():
-            return root / path
-    return roots[0] / path
+    return _first_existing(path, [*roots, *([config_dir] if config_dir is not None else [])])
 
 
 def resolve_config(name_or_config, project_root: Optional[str | os.PathLike] = None,
