@@ -60,8 +60,13 @@ def identity(dataset, autoencoder: torch.nn.Module, autoencoder_config) -> dict:
     }
 
 
+def canonical(ident: dict) -> str:
+    """The identity as the JSON text that is hashed into the key and stored in the file."""
+    return json.dumps(ident, sort_keys=True, default=str)
+
+
 def cache_path(data_path: Path, ident: dict) -> Path:
-    key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = hashlib.sha256(canonical(ident).encode()).hexdigest()[:16]
     return Path(data_path).parent / FOLDER / f"{Path(data_path).name}-{key}.h5"
 
 
@@ -77,7 +82,7 @@ def build(dataset, encode: Callable[[torch.Tensor], torch.Tensor], path: Path, i
           batch_frames: int = 64, progress: bool = True) -> Path:
     """Encode every frame of every video of `dataset` with `encode` ([n 3 H W] in [-1, 1] -> [n s h w]) into `path`."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["identity"] = json.dumps(ident, sort_keys=True, default=str)
+        f.attrs["identity"] = canonical(ident)
         group = f.create_group("latents")
         for index in tqdm(range(dataset.num_videos), desc="latent cache", unit="video", disable=not progress):
             frames = dataset.read_video(index)  # [L 3 H W] float32 in [-1, 1]
@@ -116,7 +121,7 @@ def open_or_build(dataset, autoencoder: torch.nn.Module, autoencoder_config, enc
     ident = identity(dataset, autoencoder, autoencoder_config)
     path = cache_path(dataset.data_path, ident)
     if build_here:
-        if path.is_file() and stored_identity(path) == json.loads(json.dumps(ident, sort_keys=True, default=str)):
+        if path.is_file() and stored_identity(path) == json.loads(canonical(ident)):
             log.info("latent cache: reusing %s", path)
         else:
             if path.exists():

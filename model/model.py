@@ -86,7 +86,10 @@ class Model(nn.Module):
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames [b l 3 H W] in [-1, 1] -> unquantized latents [b l s h w], times latent_scale."""
-        latents = self.ae.encode(frames)
+        return self.scale_latents(self.ae.encode(frames))
+
+    def scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's latents times latent_scale (no operation at the original's scale of 1)."""
         return latents if self.latent_scale == 1.0 else latents * self.latent_scale
 
     @torch.no_grad()
@@ -174,8 +177,7 @@ class Model(nn.Module):
         if latents is None:
             latents = self.encode(frames)
         else:  # the autoencoder's latents of every observation, cached (dataset/latent_cache.py): [b O s h w]
-            latents = latents.to(device)[batch_index, indices]
-            latents = latents if self.latent_scale == 1.0 else latents * self.latent_scale
+            latents = self.scale_latents(latents.to(device)[batch_index, indices])
 
         feats, allowed = self.control_features(rearrange(frames[:, -t:], "b l c h w -> (b l) c h w"), generator)
         feats = rearrange(feats, "(b l) f h w -> b l f h w", b=b)

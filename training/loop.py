@@ -26,8 +26,8 @@ from tqdm import tqdm
 from dataset.transforms import to_float
 from lutils.configuration import Configuration
 from lutils.logger import Logger
-from model.checkpoint import CheckpointError
 from lutils.precision import autocast, resolve_precision
+from model.checkpoint import CheckpointError
 from training.checkpointing import (
     checkpoint_path,
     load_training_checkpoint,

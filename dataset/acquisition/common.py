@@ -18,6 +18,12 @@ class AcquisitionError(RuntimeError):
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad command line is one `error: ...` line on stderr and exit status 1, like any bad input."""
 
+    @classmethod
+    def for_module(cls, module: str, doc: str) -> "Parser":
+        """The parser of `python -m <module>`: the docstring's first paragraph as description, the rest as epilog."""
+        return cls(prog=f"python -m {module}", description=doc.split("\n\n")[0],
+                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc.split("\n\n", 1)[1])
+
     def error(self, message: str):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(1)

@@ -22,7 +22,6 @@ import sys
 if __name__ == "__main__" and not __package__:  # run as a file: the project root must be importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import argparse
 import csv
 import shutil
 from collections import Counter
@@ -40,11 +39,7 @@ VIDEOS_CSV = "videos.csv"
 
 
 def build_parser() -> Parser:
-    parser = Parser(
-        prog="python -m dataset.acquisition.convert_video_directory",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = Parser.for_module("dataset.acquisition.convert_video_directory", __doc__)
     # PVG's flags, types and defaults.
     parser.add_argument("--video_directory", type=str, required=True, help="folder of the videos")
     parser.add_argument("--output_directory", type=str, required=True, help="folder to create with the frame folders")

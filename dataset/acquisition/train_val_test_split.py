@@ -25,7 +25,6 @@ import sys
 if __name__ == "__main__" and not __package__:  # run as a file: the project root must be importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import argparse
 import csv
 import errno
 import re
@@ -46,11 +45,7 @@ SEQUENCES_CSV = "sequences.csv"
 
 
 def build_parser() -> Parser:
-    parser = Parser(
-        prog="python -m dataset.acquisition.train_val_test_split",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = Parser.for_module("dataset.acquisition.train_val_test_split", __doc__)
     parser.add_argument("--input_directory", required=True, help="folder of sequence folders 00000/, 00001/, ...")
     parser.add_argument("--output_directory", required=True, help="folder to create with train/, val/, test/")
     how = parser.add_mutually_exclusive_group(required=True)
