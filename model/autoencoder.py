@@ -45,9 +45,13 @@ GN_EPS = 1e-6  # every GroupNorm of the VQVAE (residual blocks, attn_norm, out_n
 LEAK = 0.2
 
 
+GN_GROUPS = 32
+DEFAULT_MID_CHANNELS = 32  # the original's width; the others are 2x, 4x and 8x it
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with 32 groups, eps 1e-6, affine."""
-    return nn.GroupNorm(32, channels, eps=GN_EPS, affine=True)
+    """GroupNorm with 32 groups (one per channel below 32 channels: only narrower-than-original VQVAEs), eps 1e-6."""
+    return nn.GroupNorm(min(GN_GROUPS, channels), channels, eps=GN_EPS, affine=True)
 
 
 def swish(x: torch.Tensor) -> torch.Tensor:
@@ -115,7 +119,7 @@ class AttentionBottleneckMixin:
 class VQVAEEncoder(AttentionBottleneckMixin, nn.Module):
     """Frames [b 3 H W] -> latents [b C H/8 W/8]; no output squashing."""
 
-    def __init__(self, in_channels: int, out_channels: int, mid_channels: int = 32):
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int = DEFAULT_MID_CHANNELS):
         super().__init__()
         widths = [mid_channels, 2 * mid_channels, 4 * mid_channels, 8 * mid_channels]  # 32, 64, 128, 256
         self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
@@ -135,7 +139,7 @@ class VQVAEEncoder(AttentionBottleneckMixin, nn.Module):
 class VQVAEDecoder(AttentionBottleneckMixin, nn.Module):
     """Latents [b C h w] -> images [b 3 8h 8w] in (-1, 1) (tanh)."""
 
-    def __init__(self, in_channels: int, out_channels: int, mid_channels: int = 32):
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int = DEFAULT_MID_CHANNELS):
         super().__init__()
         widths = [8 * mid_channels, 4 * mid_channels, 2 * mid_channels, mid_channels]  # 256, 128, 64, 32
         self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
@@ -206,6 +210,8 @@ class VQVAE(nn.Module):
         decoder_out: int,
         num_embeddings: int,
         embedding_dimension: int,
+        encoder_mid_channels: int = DEFAULT_MID_CHANNELS,
+        decoder_mid_channels: int = DEFAULT_MID_CHANNELS,
     ):
         super().__init__()
         if not encoder_out == embedding_dimension == decoder_in:
@@ -213,9 +219,28 @@ class VQVAE(nn.Module):
                 f"VQVAE: encoder out_channels ({encoder_out}), embedding_dimension ({embedding_dimension}) and "
                 f"decoder in_channels ({decoder_in}) must be equal"
             )
-        self.encoder = VQVAEEncoder(encoder_in, encoder_out)
-        self.decoder = VQVAEDecoder(decoder_in, decoder_out)
+        for name, width in (("encoder", encoder_mid_channels), ("decoder", decoder_mid_channels)):
+            if not (isinstance(width, int) and width >= 1 and (width % GN_GROUPS == 0 or GN_GROUPS % width == 0)):
+                raise ValueError(f"VQVAE: {name}.mid_channels must be a positive int that is a multiple or a divisor "
+                                 f"of {GN_GROUPS} (GroupNorm groups), got {width!r}")
+        self.encoder = VQVAEEncoder(encoder_in, encoder_out, encoder_mid_channels)
+        self.decoder = VQVAEDecoder(decoder_in, decoder_out, decoder_mid_channels)
         self.vector_quantizer = VectorQuantizer(num_embeddings, embedding_dimension)
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> "VQVAE":
+        """From the `autoencoder` section of a config (type "ours"): encoder/decoder/vector_quantizer sizes, and the
+        optional encoder.mid_channels / decoder.mid_channels (default 32, the original's 32-64-128-256 widths)."""
+        return cls(
+            encoder_in=int(config["encoder"]["in_channels"]),
+            encoder_out=int(config["encoder"]["out_channels"]),
+            decoder_in=int(config["decoder"]["in_channels"]),
+            decoder_out=int(config["decoder"]["out_channels"]),
+            num_embeddings=int(config["vector_quantizer"]["num_embeddings"]),
+            embedding_dimension=int(config["vector_quantizer"]["embedding_dimension"]),
+            encoder_mid_channels=int(config["encoder"].get("mid_channels", DEFAULT_MID_CHANNELS)),
+            decoder_mid_channels=int(config["decoder"].get("mid_channels", DEFAULT_MID_CHANNELS)),
+        )
 
     @property
     def latent_channels(self) -> int:
@@ -329,14 +354,7 @@ class OursAutoencoder(FrozenAutoencoder):
     def __init__(self, config: Mapping):
         super().__init__()
         self._init_weights_status(config)
-        self.backbone = VQVAE(
-            encoder_in=int(config["encoder"]["in_channels"]),
-            encoder_out=int(config["encoder"]["out_channels"]),
-            decoder_in=int(config["decoder"]["in_channels"]),
-            decoder_out=int(config["decoder"]["out_channels"]),
-            num_embeddings=int(config["vector_quantizer"]["num_embeddings"]),
-            embedding_dimension=int(config["vector_quantizer"]["embedding_dimension"]),
-        )
+        self.backbone = VQVAE.from_config(config)
         self.freeze()
 
     @property

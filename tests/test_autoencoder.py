@@ -274,6 +274,30 @@ def test_clevrer_vqvae_size():
     assert ae.encode(torch.zeros(1, 3, 128, 128)).shape == (1, 4, 16, 16)
 
 
+@pytest.mark.parametrize("mid", [8, 16, 64])
+def test_vqvae_mid_channels_option(mid, tmp_path):
+    """encoder/decoder.mid_channels scale the 32-64-128-256 widths; the default is the original architecture."""
+    config = Configuration(ROOT / "configs" / "clevrer.yaml").to_dict()["model"]["autoencoder"]
+    narrow = dict(config, random_init=True, encoder=dict(config["encoder"], mid_channels=mid),
+                  decoder=dict(config["decoder"], mid_channels=mid))
+    ae = OursAutoencoder(narrow)
+    assert ae.backbone.encoder.conv_in.out_channels == mid and ae.backbone.decoder.out_conv.in_channels == mid
+    assert ae.backbone.encoder.out_conv.in_channels == 8 * mid
+    assert len(ae.state_dict()) == 121  # same keys as the original, other shapes
+    assert ae.decode(ae.encode(torch.zeros(1, 1, 3, 64, 64))).shape == (1, 1, 3, 64, 64)
+    torch.save({"model": ae.backbone.state_dict()}, tmp_path / "narrow.pth")
+    loaded = OursAutoencoder(dict(narrow, random_init=False)).load_checkpoint(tmp_path / "narrow.pth")
+    assert all(torch.equal(a, b) for a, b in zip(ae.state_dict().values(), loaded.state_dict().values()))
+    default = OursAutoencoder(dict(config, random_init=True))
+    with pytest.raises(Exception, match="size mismatch|shape"):  # a narrow checkpoint does not load into the default
+        default.load_checkpoint(tmp_path / "narrow.pth")
+
+
+def test_vqvae_mid_channels_must_fit_group_norm():
+    with pytest.raises(ValueError, match="encoder.mid_channels .* got 48"):
+        VQVAE(3, 4, 4, 3, 16, 4, encoder_mid_channels=48)
+
+
 def test_named_taming_configs_sizes():
     expected = {"f8": (67_717_295, 8, 4), "f8_small": (63_777_455, 8, 4), "f16": (69_593_371, 16, 8)}
     for name, (params, factor, channels) in expected.items():

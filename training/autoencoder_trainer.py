@@ -46,11 +46,7 @@ class AutoencoderTrainer(BaseTrainer):
         self.restart_every = int(self.config["training"].get("restart_every", self.option_defaults["restart_every"]))
         self.dead_threshold = float(self.config["training"].get("dead_code_threshold",
                                                                  self.option_defaults["dead_code_threshold"]))
-        model = VQVAE(
-            int(ae["encoder"]["in_channels"]), int(ae["encoder"]["out_channels"]),
-            int(ae["decoder"]["in_channels"]), int(ae["decoder"]["out_channels"]),
-            int(ae["vector_quantizer"]["num_embeddings"]), int(ae["vector_quantizer"]["embedding_dimension"]),
-        )
+        model = VQVAE.from_config(ae)
         # Expected uses of each code per step, as an exponential moving average (restarts use it).
         self.usage = torch.ones(model.vector_quantizer.num_embeddings)
         self.last_latents: Optional[torch.Tensor] = None
