@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="YAML config, e.g. configs/clevrer.yaml")
     parser.add_argument("--run-name", required=True, help="run directory is runs/<name>_run-<run-name>/")
     parser.add_argument("--wandb", action="store_true", help="log to wandb (mode from $WANDB_MODE, default online)")
-    parser.add_argument("--num-gpus", type=int, default=None, help="GPUs on this node without torchrun")
+    parser.add_argument("--num-gpus", "--num-processes", dest="num_gpus", type=int, default=None,
+                        help="processes on this node without torchrun: one per GPU, or with --device cpu CPU processes "
+                             "that share the cores (each gets cores/N threads unless OMP_NUM_THREADS is set)")
     parser.add_argument("--resume-step", type=int, default=None, help="resume from step_N.pth, or -1 for latest.pth")
     parser.add_argument("--random-seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--dry-run", action="store_true", help="check config and data, draw one batch, exit")
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace, config: Configuration, kind: str = "cage") -> 
 def _spawned(local_rank: int, world_size: int, port: int, args: argparse.Namespace, config: Configuration,
              kind: str) -> None:
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     code = run(args, config, kind)
     if code != 0:
         sys.exit(code)

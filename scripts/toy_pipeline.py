@@ -21,10 +21,12 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-FULL = {"train": 300, "val": 16, "test": 64, "ae_steps": 1500, "ae_batch": 16, "cage_steps": 1500, "cage_batch": 8,
-        "eval_clips": 24, "eval_steps": 10, "frames": 6}
+FULL = {"train": 300, "val": 16, "test": 64, "ae_steps": 1200, "ae_batch": 16, "cage_steps": 1800, "cage_batch": 8,
+        "eval_clips": 48, "eval_steps": 10, "frames": 6, "quality_clips": 32, "gamma": 2.0}
 QUICK = {"train": 6, "val": 2, "test": 6, "ae_steps": 4, "ae_batch": 4, "cage_steps": 4, "cage_batch": 2,
-         "eval_clips": 2, "eval_steps": 2, "frames": 3}
+         "eval_clips": 2, "eval_steps": 2, "frames": 3, "quality_clips": 2, "gamma": 2.0}
+# Guidance gamma of the animation, composition and control-accuracy stages, (1+gamma) v(controls) - gamma v(none):
+# chosen on the val split (docs/results.md, run 4). The sample-quality stage is issue 12's command, at gamma 0.
 
 
 TIMINGS: dict = {}  # stage -> wall seconds, written to outputs/<run>/timings.json
@@ -66,12 +68,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a few steps per stage (tests)")
     parser.add_argument("--fresh", action="store_true", help="delete earlier toy data, runs and outputs first")
     parser.add_argument("--run-name", default="toy", help="name of the CAGE run and of the outputs folder")
-    parser.add_argument("--cage-steps", type=int, help="CAGE training steps (default: 1500; --quick: 4)")
+    parser.add_argument("--cage-steps", type=int, help=f"CAGE training steps (default: {FULL['cage_steps']}; --quick: 4)")
+    parser.add_argument("--gamma", type=float, help=f"guidance of the demos and the control accuracy (default "
+                                                   f"{FULL['gamma']})")
     parser.add_argument("overrides", nargs="*", help="configs/toy.yaml overrides for the CAGE stage, key=value")
     args = parser.parse_args()
     root, p = Path(args.root), dict(QUICK if args.quick else FULL)
     if args.cage_steps:
         p["cage_steps"] = args.cage_steps
+    if args.gamma is not None:
+        p["gamma"] = args.gamma
     out = root / "outputs" / args.run_name
     if args.fresh:
         for path in (root / "data" / "toy_h5", root / "runs" / "toy_autoencoder_run-toy",
@@ -80,7 +86,7 @@ def main() -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     start = time.time()
 
-    stage("world", "1/5 synthetic world -> data/toy_h5 (train/val/test with ground truth)")
+    stage("world", "1/6 synthetic world -> data/toy_h5 (train/val/test with ground truth)")
     data = root / "data" / "toy_h5"
     if (data / "test" / "manifest.json").is_file():
         print("reusing existing data")
@@ -93,11 +99,11 @@ def main() -> int:
         if code != 0:
             return code
 
-    stage("autoencoder", "2/5 our VQVAE (train_autoencoder.py, configs/toy_autoencoder.yaml)")
+    stage("autoencoder", "2/6 our VQVAE (train_autoencoder.py, configs/toy_autoencoder.yaml)")
     ae_ckpt = train_stage("autoencoder", "toy_autoencoder.yaml", root, p["ae_steps"], p["ae_batch"],
                           ["training.validate_every=200", f"training.sample_every={p['ae_steps']}"])
 
-    stage("cage", "3/5 CAGE (train.py, configs/toy.yaml)")
+    stage("cage", "3/6 CAGE (train.py, configs/toy.yaml)")
     cage_ckpt = train_stage("cage", "toy.yaml", root, p["cage_steps"], p["cage_batch"],
                             [f"model.autoencoder.ckpt_path={ae_ckpt}", f"training.sample_every={p['cage_steps']}",
                              *args.overrides], args.run_name)
@@ -108,27 +114,52 @@ def main() -> int:
     config = Configuration(ROOT / "configs" / "toy.yaml", [f"model.autoencoder.ckpt_path={ae_ckpt}", *args.overrides])
     model = Model(config["model"]).load_from_ckpt(cage_ckpt).eval()
 
-    stage("demos", "4/5 animation and composition")
+    stage("demos", "4/6 animation and composition")
     from scripts.toy_demos import animation, composition
 
-    for path in animation(model, data / "test", out, p["frames"], p["eval_steps"]) + \
-            composition(model, data / "test", out, p["frames"], p["eval_steps"]):
+    for path in animation(model, data / "test", out, p["frames"], p["eval_steps"], gamma=p["gamma"]) + \
+            composition(model, data / "test", out, p["frames"], p["eval_steps"], gamma=p["gamma"]):
         print(f"wrote {path}")
 
-    stage("control_accuracy", "5/5 control accuracy (evaluation/control.py)")
+    stage("control_accuracy", f"5/6 control accuracy on {p['eval_clips']} test clips (evaluation/control.py)")
     from evaluation.control import control_accuracy, format_result
 
     result = control_accuracy(model, data / "test", p["eval_clips"], p["frames"], shift=2, steps=p["eval_steps"],
-                              progress=False)
+                              gamma=p["gamma"], progress=False)
+
+    stage("sample_quality", f"6/6 sample quality on {p['quality_clips']} test clips (evaluate.py)")
+    result["sample_quality"] = sample_quality(config, cage_ckpt, ae_ckpt, data, out, p, args.overrides)
     stage("")
     TIMINGS["total"] = round(time.time() - start, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "control_accuracy.json").write_text(json.dumps(result, indent=2))
     (out / "timings.json").write_text(json.dumps(TIMINGS, indent=2))
     print(format_result(result))
+    quality = result["sample_quality"]
+    print(f"sample quality (controls revealed with p={quality['controls_prob']}, gamma 0): PSNR {quality['psnr']:.2f} dB, "
+          f"SSIM {quality['ssim']:.3f} over {quality['clips']} clips")
     print("\nwall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in TIMINGS.items()))
     print(f"wrote {out / 'control_accuracy.json'} and timings.json; total {time.time() - start:.0f} s")
     return 0
+
+
+def sample_quality(config, cage_ckpt: Path, ae_ckpt: Path, data: Path, out: Path, p: dict, overrides: list) -> dict:
+    """evaluate.py on test clips: 1 real frame, 6 generated, the real future's features revealed at the training
+    probability, PSNR and SSIM against the real frames (no FVD: it needs the I3D detector's weights)."""
+    from evaluate import main as evaluate_main
+
+    prob = float(config["model"]["feats_select_prob"])
+    report = out / "sample_quality.json"
+    argv = ["--config", str(ROOT / "configs" / "toy.yaml"), "--ckpt", str(cage_ckpt), "--data", str(data), "--split",
+            "test", "--out", str(report), "--restart", "--num-videos", str(p["quality_clips"]), "--controls-prob",
+            str(prob), "--cond-frames", "1", "--gen-frames", str(p["frames"]), "--steps", str(p["eval_steps"]),
+            "--no-fvd", "--control-clips", "0", "--device", "cpu", f"model.autoencoder.ckpt_path={ae_ckpt}", *overrides]
+    code = evaluate_main(argv)
+    if code != 0:
+        raise SystemExit(f"evaluate.py failed (exit {code}): python evaluate.py {' '.join(argv)}")
+    metrics = json.loads(report.read_text())["metrics"]
+    return {"psnr": metrics["psnr"]["mean"], "ssim": metrics["ssim"]["mean"], "clips": p["quality_clips"],
+            "controls_prob": prob, "report": str(report), "command": "python evaluate.py " + " ".join(argv)}
 
 
 if __name__ == "__main__":

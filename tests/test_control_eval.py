@@ -85,6 +85,14 @@ def test_embedded_default_pipeline_reduced(tmp_path):
             assert (out / f"{name}{suffix}").stat().st_size > 0
     result = json.loads((out / "control_accuracy.json").read_text())
     assert result["settings"]["num_clips"] >= 1 and {"controlled", "baseline"} <= set(result)
-    assert "| controlled |" in first.stdout
+    assert result["settings"]["gamma"] == 2.0  # the pipeline's guidance reaches the evaluation
+    quality = result["sample_quality"]  # issue 12's evaluate.py command, on the quick run's test clips
+    assert quality["clips"] == 2 and quality["controls_prob"] == 0.5 and 5 < quality["psnr"] < 60
+    assert "--controls-prob 0.5 --cond-frames 1 --gen-frames 3" in quality["command"]
+    report = json.loads((out / "sample_quality.json").read_text())
+    assert report["metrics"]["psnr"]["mean"] == quality["psnr"] and report["protocol"]["gamma"] == 0.0
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(timings) == {"world", "autoencoder", "cage", "demos", "control_accuracy", "sample_quality", "total"}
+    assert "| controlled |" in first.stdout and "sample quality" in first.stdout
     second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0 and "reusing existing data" in second.stdout and second.stdout.count("reusing ") >= 3

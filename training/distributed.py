@@ -51,9 +51,18 @@ def init_distributed(device: str | None = None) -> DistInfo:
         target = torch.device("cuda", local_rank)
     else:
         target = torch.device("cpu")
+        share_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
     return DistInfo(rank, local_rank, world_size, target)
+
+
+def share_cpu_threads(local_processes: int) -> int:
+    """Split this node's cores between its CPU processes (unless OMP_NUM_THREADS says otherwise): each of N
+    processes would otherwise start one thread per core, and N x cores threads thrash. Returns the thread count."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_processes)))
+    return torch.get_num_threads()
 
 
 def cleanup() -> None:
