@@ -252,6 +252,31 @@ def test_two_process_ddp_with_gloo(data_root, tmp_path):
     assert any(not torch.equal(initial[k], v) for k, v in state["model"].items() if k.startswith("vector_field_regressor."))
 
 
+@pytest.mark.parametrize("processes, omp, expected", [(2, None, "half"), (1, None, "all"), (2, "1", "kept")])
+def test_cpu_processes_share_the_cores(monkeypatch, processes, omp, expected):
+    """N CPU processes of one node take cores/N threads each, unless OMP_NUM_THREADS decides."""
+    from training.distributed import share_cpu_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    try:
+        torch.set_num_threads(3)
+        got = share_cpu_threads(processes)
+        assert got == {"half": 4, "all": 8, "kept": 3}[expected] == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_num_processes_is_the_num_gpus_option():
+    from train import build_parser
+
+    assert build_parser().parse_args(["--config", "c", "--run-name", "r", "--num-processes", "2"]).num_gpus == 2
+
+
 def test_failed_save_keeps_the_previous_checkpoint(data_root, tmp_path, monkeypatch):
     trainer = Trainer(tiny_config(data_root, tmp_path), "disk", DistInfo(), seed=1)
     assert trainer.train(max_steps=4) == 0
