@@ -3,8 +3,9 @@
     python benchmarks/generation.py [--configs clevrer bair] [--frames N] [--steps 20] [--batch B] [--device cpu|cuda]
 
 Random weights (the frozen parts allowed to be random), one initial frame and random controls; Euler with 20 steps;
-gamma 0 and gamma 1. Decoding is included. CUDA runs use bf16 autocast. The headline ratio is the fused path with
-batched guidance against the math path with sequential guidance (the original's way), at gamma 1.
+gamma 0 and gamma 1. Decoding is included. `--precision fp32 bf16` (the default) times both, in one run (bf16 =
+torch.autocast around generate), and prints the fp32/bf16 time ratio of the fused, batched path. The headline ratio is
+the fused path with batched guidance against the math path with sequential guidance (the original's way), at gamma 1.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
     args = parser.parse_args()
 
     import torch
@@ -35,14 +37,13 @@ def main() -> None:
     from model.model import Model
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     print(f"# seconds per generated frame: {args.frames} frames after 1 initial frame, batch {args.batch}, Euler "
-          f"{args.steps} steps, {'bf16 autocast' if device.type == 'cuda' else 'fp32'}, decoding included")
+          f"{args.steps} steps, decoding included")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({os.cpu_count()} CPUs)"
     print(f"# device: {name}, torch {torch.__version__}")
-    print("| config | gamma | fused + batched | fused + sequential | math + batched | math + sequential | "
-          "speed-up (math+sequential / fused+batched) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| config | precision | gamma | fused + batched | fused + sequential | math + batched | math + sequential | "
+          "speed-up (math+sequential / fused+batched) | fp32 / this (fused + batched) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for config_name in args.configs:
         config = Configuration(ROOT / "configs" / f"{config_name}.yaml", [
             "model.autoencoder.ckpt_path=", "+model.autoencoder.random_init=true", "+model.dino_random_init=true"])
@@ -54,7 +55,7 @@ def main() -> None:
         feats = torch.randn(args.batch, args.frames, model.feats_dim, h, w)
         masks = (torch.rand(args.batch, args.frames, 1, h, w) < 0.1).float()
 
-        def seconds_per_frame(gamma: float, backend: str, batched: bool) -> float:
+        def seconds_per_frame(gamma: float, backend: str, batched: bool, autocast) -> float:
             set_attention_backend(model, backend)
             start = time.perf_counter()
             with autocast:
@@ -64,16 +65,23 @@ def main() -> None:
                 torch.cuda.synchronize()
             return (time.perf_counter() - start) / args.frames
 
-        with autocast:  # warm-up (kernels, allocator)
-            generate(model, args.frames, device, initial_frames=initial, num_steps=1, seed=0)
-        for gamma in (0.0, 1.0):
-            cells = {(backend, batched): seconds_per_frame(gamma, backend, batched)
-                     for backend in ("sdpa", "math") for batched in ((True, False) if gamma else (True,))}
-            if gamma == 0:  # without guidance there is only one pass: batched and sequential are the same
-                cells[("sdpa", False)], cells[("math", False)] = cells[("sdpa", True)], cells[("math", True)]
-            ratio = cells[("math", False)] / cells[("sdpa", True)]
-            print(f"| {config_name} | {gamma:g} | {cells[('sdpa', True)]:.2f} | {cells[('sdpa', False)]:.2f} | "
-                  f"{cells[('math', True)]:.2f} | {cells[('math', False)]:.2f} | {ratio:.2f}x |")
+        fp32_fused = {}
+        for precision in args.precision:
+            autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+            with autocast:  # warm-up (kernels, allocator)
+                generate(model, args.frames, device, initial_frames=initial, num_steps=1, seed=0)
+            for gamma in (0.0, 1.0):
+                cells = {(backend, batched): seconds_per_frame(gamma, backend, batched, autocast)
+                         for backend in ("sdpa", "math") for batched in ((True, False) if gamma else (True,))}
+                if gamma == 0:  # without guidance there is only one pass: batched and sequential are the same
+                    cells[("sdpa", False)], cells[("math", False)] = cells[("sdpa", True)], cells[("math", True)]
+                ratio = cells[("math", False)] / cells[("sdpa", True)]
+                if precision == "fp32":
+                    fp32_fused[gamma] = cells[("sdpa", True)]
+                versus = f"{fp32_fused[gamma] / cells[('sdpa', True)]:.2f}" if gamma in fp32_fused else "n/a"
+                print(f"| {config_name} | {precision} | {gamma:g} | {cells[('sdpa', True)]:.3f} | "
+                      f"{cells[('sdpa', False)]:.3f} | {cells[('math', True)]:.3f} | {cells[('math', False)]:.3f} | "
+                      f"{ratio:.2f}x | {versus} |")
 
 
 if __name__ == "__main__":

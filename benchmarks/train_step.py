@@ -5,7 +5,8 @@ and model FLOPs utilisation.
 
 Weights are random (the frozen parts allowed to be random); inputs are random clips of the config's size and
 num_observations. FLOPs per step are counted once with torch.utils.flop_counter (matmuls, convolutions, attention);
-MFU = FLOPs per step / seconds per step / the GPU's dense bf16 peak. CUDA runs use bf16 autocast, CPU runs fp32.
+MFU = FLOPs per step / seconds per step / the GPU's dense bf16 peak. `--precision fp32 bf16` (the default) times
+each config in both, in one run, and prints the fp32/bf16 time ratio (bf16 = torch.autocast around the forward).
 Each config runs in its own subprocess so peak memory is its own.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ def peak_for(name: str) -> float | None:
     return None
 
 
-def child(config_name: str, batch: int, iters: int, warmup: int, device_name: str) -> dict:
+def child(config_name: str, batch: int, iters: int, warmup: int, device_name: str, precision: str) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -51,7 +52,7 @@ def child(config_name: str, batch: int, iters: int, warmup: int, device_name: st
     size = int(config["data"]["crop_size"])
     observations = torch.rand(batch, int(config["training"]["num_observations"]), 3, size, size, device=device) * 2 - 1
     generator = torch.Generator(device).manual_seed(0)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def step() -> None:
         with autocast:
@@ -78,11 +79,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="default: 16 on CUDA, 1 on CPU")
     parser.add_argument("--iters", type=int, default=None, help="default: 10 on CUDA, 2 on CPU")
     parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        name, batch, iters, warmup, device = args.child
-        print(json.dumps(child(name, int(batch), int(iters), int(warmup), device)))
+        name, batch, iters, warmup, device, precision = args.child
+        print(json.dumps(child(name, int(batch), int(iters), int(warmup), device, precision)))
         return
     import torch
 
@@ -92,27 +94,32 @@ def main() -> None:
     warmup = args.warmup if args.warmup is not None else (3 if device == "cuda" else 1)
     rows = []
     for name in args.configs:
-        done = subprocess.run([sys.executable, __file__, "--child", name, str(batch), str(iters), str(warmup), device],
-                              capture_output=True, text=True, env=os.environ.copy())
-        if done.returncode != 0:
-            rows.append((name, {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}))
-        else:
-            rows.append((name, json.loads(done.stdout.strip().splitlines()[-1])))
-    info = next((r for _, r in rows if "error" not in r), {})
+        for precision in args.precision:
+            done = subprocess.run([sys.executable, __file__, "--child", name, str(batch), str(iters), str(warmup), device,
+                                   precision], capture_output=True, text=True, env=os.environ.copy())
+            if done.returncode != 0:
+                rows.append((name, precision, {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}))
+            else:
+                rows.append((name, precision, json.loads(done.stdout.strip().splitlines()[-1])))
+    info = next((r for _, _, r in rows if "error" not in r), {})
     print(f"# training step (frozen AE + DINO forward, regressor forward+backward, AdamW); batch {batch}; "
-          f"{'bf16 autocast' if device == 'cuda' else 'fp32'}; {iters} timed steps after {warmup} warm-up")
+          f"{iters} timed steps after {warmup} warm-up")
     print(f"# device: {info.get('device', device)}, torch {info.get('torch', '?')}, {os.cpu_count()} CPUs")
-    print("| config | trainable | s/step | steps/s | clips/s | TFLOP/step | achieved TFLOP/s | MFU | peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, r in rows:
+    print("| config | precision | trainable | s/step | steps/s | clips/s | TFLOP/step | achieved TFLOP/s | MFU | peak MB "
+          "| fp32 time / this |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    fp32_seconds = {name: r["seconds"] for name, precision, r in rows if precision == "fp32" and "error" not in r}
+    for name, precision, r in rows:
         if "error" in r:
-            print(f"| {name} | error: {r['error']} |")
+            print(f"| {name} | {precision} | error: {r['error']} |")
             continue
         achieved = r["flops"] / r["seconds"]
         peak = peak_for(r["device"])
         mfu = f"{100 * achieved / peak:.1f} %" if peak else "n/a (CPU)" if r["device"] == "cpu" else "unknown peak"
-        print(f"| {name} | {r['trainable'] / 1e6:.1f}M | {r['seconds']:.2f} | {1 / r['seconds']:.3f} | "
-              f"{batch / r['seconds']:.2f} | {r['flops'] / 1e12:.3f} | {achieved / 1e12:.3f} | {mfu} | {r['peak_mb']:.0f} |")
+        ratio = f"{fp32_seconds[name] / r['seconds']:.2f}" if name in fp32_seconds else "n/a"
+        print(f"| {name} | {precision} | {r['trainable'] / 1e6:.1f}M | {r['seconds']:.3f} | {1 / r['seconds']:.3f} | "
+              f"{batch / r['seconds']:.2f} | {r['flops'] / 1e12:.3f} | {achieved / 1e12:.3f} | {mfu} | {r['peak_mb']:.0f} "
+              f"| {ratio} |")
 
 
 if __name__ == "__main__":
