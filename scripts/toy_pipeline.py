@@ -1,8 +1,9 @@
 """The embedded default end to end on a CPU: synthetic world -> our VQVAE -> CAGE -> controlled animation,
-composition, and control accuracy. Finished stages are reused; --fresh starts over; --quick is the reduced form
-the test suite runs.
+composition, control accuracy and sample quality. Finished stages are reused; --fresh starts over; --quick is the
+reduced form the test suite runs. Wall times per stage go to outputs/<run>/timings.json.
 
-    python scripts/toy_pipeline.py [--root DIR] [--quick] [--fresh] [--run-name NAME --cage-steps N] [key=value ...]
+    python scripts/toy_pipeline.py [--root DIR] [--quick] [--fresh] [--run-name NAME --cage-steps N] [--gamma G]
+                                   [key=value ...]
 
 Trailing key=value pairs override configs/toy.yaml for the CAGE stage (e.g. model.feats_select_prob=0.5); give such a
 variant its own --run-name, so that its run (runs/toy_run-NAME) and outputs (outputs/NAME) stay apart.
