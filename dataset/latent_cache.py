@@ -143,8 +143,6 @@ class CachedClips(torch.utils.data.Dataset):
 
     def __getitem__(self, item) -> tuple:
         index, seed = item
-        generator = torch.Generator().manual_seed(seed)
-        video, start = self.dataset.draw_start(index, generator)
-        clip = self.dataset.transform(self.dataset.read_clip(video, start), generator)
+        clip, video, start = self.dataset.sample_with_start(index, torch.Generator().manual_seed(seed))
         latents = self.cache.read(video, start, self.dataset.frames_per_sample, self.dataset.skip_frames + 1)
         return clip, index, latents

@@ -123,10 +123,14 @@ class VideoDataset(Dataset):
 
     def read_clip(self, index: int, start: int) -> torch.Tensor:
         """The raw uint8 clip [frames_per_sample 3 H W] of video `index` starting at frame `start`."""
+        return self._read_frames(index, start, self.frames_per_sample, self.skip_frames + 1)
+
+    def _read_frames(self, index: int, start: int, count: int, step: int) -> torch.Tensor:
+        """Raw uint8 frames [count 3 H W] start, start + step, ... of video `index`; a failed read names the shard."""
         shard_index, video = (int(i) for i in self.entries[index])
         shard = self._shard(shard_index)
         try:
-            frames = shard.read(video, start, self.frames_per_sample, self.skip_frames + 1)
+            frames = shard.read(video, start, count, step)
         except Exception as error:
             raise RuntimeError(f"{shard.path}: cannot read video {video} frames from {start}: {error}") from error
         return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
@@ -136,12 +140,16 @@ class VideoDataset(Dataset):
 
     def sample(self, index: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """The clip of `index`, with its random start, flip and jitter drawn from `generator` (default: torch's RNG)."""
-        video, start = self.draw_start(index, generator)
-        return self.transform(self.read_clip(video, start), generator)
+        return self.sample_with_start(index, generator)[0]
 
-    def draw_start(self, index: int, generator: Optional[torch.Generator] = None) -> tuple:
-        """(video, first frame) of the clip of `index`: the start drawn as `sample` draws it (the same generator
-        draws give the same clip), for readers of per-frame data such as the latent cache."""
+    def sample_with_start(self, index: int, generator: Optional[torch.Generator] = None) -> tuple:
+        """(clip, video, first frame): `sample`'s clip and where it lies, for readers of per-frame data such as the
+        latent cache."""
+        video, start = self._draw_start(index, generator)
+        return self.transform(self.read_clip(video, start), generator), video, start
+
+    def _draw_start(self, index: int, generator: Optional[torch.Generator] = None) -> tuple:
+        """(video, first frame) of the clip of `index`, the start drawn from `generator`."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} videos")
         index %= len(self)
@@ -153,6 +161,4 @@ class VideoDataset(Dataset):
 
     def read_video(self, index: int) -> torch.Tensor:
         """Every frame of video `index`, transformed (resize, centre crop; no random part): [L 3 crop crop]."""
-        shard_index, video = (int(i) for i in self.entries[index])
-        frames = self._shard(shard_index).read(video, 0, self.video_length(index), 1)
-        return self.transform.deterministic(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2))
+        return self.transform.deterministic(self._read_frames(index, 0, self.video_length(index), 1))

@@ -43,8 +43,6 @@ HOW_TO_PROVIDE = (
 
 GN_EPS = 1e-6  # every GroupNorm of the VQVAE (residual blocks, attn_norm, out_norm)
 LEAK = 0.2
-
-
 GN_GROUPS = 32
 DEFAULT_MID_CHANNELS = 32  # the original's width; the others are 2x, 4x and 8x it
 
