@@ -7,6 +7,13 @@ paths: "sdpa" (torch's fused scaled_dot_product_attention) and "math" (explicit 
 The relative temporal term q . E[clamp(idx_key_frame - idx_query_frame)] depends only on the frame pair, so it is
 folded into l extra head channels (q . E per key frame on the query side, the key's frame as a one-hot on the key
 side), and one fused kernel covers all frames x tokens.
+
+`CrossAttentionLayer` is the mid blocks' decoder layer: torch's `TransformerDecoderLayer(norm_first=True)` with
+the same parameter names and maths, written out so that its attention takes the same path as the other layers.
+
+On the CPU under bf16 autocast, "sdpa" runs the math path: torch's CPU flash-attention kernel is slower in bf16
+than in fp32 (its backward 3.6x slower at the toy's sizes, docs/benchmarks.md), while the math path's bf16 matmuls
+use the CPU's bf16 units. Both paths compute the same function.
 """
 from __future__ import annotations
 
@@ -24,6 +31,21 @@ def _check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
     return backend
+
+
+def use_fused(backend: str, x: torch.Tensor) -> bool:
+    """Whether to call torch's fused SDPA: backend "sdpa", except for low-precision tensors on the CPU (see above)."""
+    return backend == "sdpa" and not (x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout: float, training: bool,
+           backend: str) -> torch.Tensor:
+    """softmax(q k^T * scale) v over the last two axes: q [... i e], k and v [... j e] -> [... i e]."""
+    dropout = dropout if training else 0.0
+    if use_fused(backend, q):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale)
+    weights = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1)
+    return F.dropout(weights, dropout, training) @ v
 
 
 def feed_forward(dim: int, hidden: int) -> nn.Sequential:
@@ -49,12 +71,7 @@ class TimeDependentAttention(nn.Module):
         q, k, v = rearrange(self.qkv(x), "n t (three h e) -> three n h t e", three=3, h=self.num_heads)
         qt, kt, vt = rearrange(self.time_qkv(time), "n (three e) -> three n 1 1 e", three=3)
         q, k, v = q + qt, k + kt, v + vt
-        dropout = self.dropout if self.training else 0.0
-        if self.backend == "sdpa":
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)
-        else:
-            weights = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
-            out = F.dropout(weights, dropout, self.training) @ v
+        out = attend(q, k, v, self.scale, self.dropout, self.training, self.backend)
         return rearrange(out, "n h t e -> n t (h e)")
 
 
@@ -98,7 +115,7 @@ class RelativeAttention(nn.Module):
         relative = self.relative_position(indices).to(q.dtype)  # [b i j e]
         allowed = torch.ones(l, l, dtype=torch.bool, device=x.device).tril() if self.causal else None  # [i j]
         dropout = self.dropout if self.training else 0.0
-        if self.backend == "sdpa":
+        if use_fused(self.backend, q):
             out = self._fused(q, k, v, relative, allowed, dropout)
         else:
             out = self._math(q, k, v, relative, allowed, dropout)
@@ -171,9 +188,59 @@ class RelativeAttentionLayer(nn.Module):
         return x + self.fc(self.ln2(x))
 
 
+class ProjectedAttention(nn.Module):
+    """Multi-head attention with input and output projections: torch's `MultiheadAttention` maths and key names
+    (in_proj_weight [3D D], in_proj_bias [3D], out_proj), batch first, no masks."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, backend: str = "sdpa"):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"inner_dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads, self.dropout, self.backend = num_heads, dropout, _check_backend(backend)
+        self.scale = 1.0 / math.sqrt(dim // num_heads)
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)  # MultiheadAttention's initialisation
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """Queries from x [n t d], keys and values from memory [n s d] -> [n t d]."""
+        w_q, w_kv = self.in_proj_weight.split([x.shape[-1], 2 * x.shape[-1]])
+        b_q, b_kv = self.in_proj_bias.split([x.shape[-1], 2 * x.shape[-1]])
+        q = rearrange(F.linear(x, w_q, b_q), "n t (h e) -> n h t e", h=self.num_heads)
+        k, v = rearrange(F.linear(memory, w_kv, b_kv), "n s (two h e) -> two n h s e", two=2, h=self.num_heads)
+        out = attend(q, k, v, self.scale, self.dropout, self.training, self.backend)
+        return self.out_proj(rearrange(out, "n h t e -> n t (h e)"))
+
+
+class CrossAttentionLayer(nn.Module):
+    """Pre-LN decoder layer: x += SelfAttn(LN1(x)); x += CrossAttn(LN2(x), memory); x += FFN(LN3(x)) (ReLU).
+
+    torch's `TransformerDecoderLayer(norm_first=True, batch_first=True)` (the original's cross layer, reference-compat
+    §4), same parameter names, with dropout in the same places (attention probabilities, each residual branch, the
+    FFN's hidden layer)."""
+
+    def __init__(self, dim: int, num_heads: int, fc_dim: int, dropout: float = 0.0, backend: str = "sdpa"):
+        super().__init__()
+        self.self_attn = ProjectedAttention(dim, num_heads, dropout, backend)
+        self.multihead_attn = ProjectedAttention(dim, num_heads, dropout, backend)
+        self.linear1, self.linear2 = nn.Linear(dim, fc_dim), nn.Linear(fc_dim, dim)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """x [n t d], memory [n s d] -> [n t d]."""
+        drop = lambda y: F.dropout(y, self.dropout, self.training)  # noqa: E731
+        h = self.norm1(x)
+        x = x + drop(self.self_attn(h, h))
+        x = x + drop(self.multihead_attn(self.norm2(x), memory))
+        return x + drop(self.linear2(drop(F.relu(self.linear1(self.norm3(x))))))
+
+
 def set_attention_backend(module: nn.Module, backend: str) -> None:
     """Switch every attention layer below `module` to "sdpa" or "math"."""
     _check_backend(backend)
     for child in module.modules():
-        if isinstance(child, (TimeDependentAttention, RelativeAttention)):
+        if isinstance(child, (TimeDependentAttention, RelativeAttention, ProjectedAttention)):
             child.backend = backend

@@ -11,7 +11,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from model import rng
-from model.attention import RelativeAttentionLayer, TimeDependentAttentionLayer
+from model.attention import CrossAttentionLayer, RelativeAttentionLayer, TimeDependentAttentionLayer
 from model.embeddings import PositionEncoding2D, timestamp_embedding
 
 # Dead weights of the original (`time_projection`, never used in forward): dropped here, ignored when loading.
@@ -33,9 +33,7 @@ class SpatioTemporalBlock(nn.Module):
         super().__init__()
         self.spatial = TimeDependentAttentionLayer(dim, num_heads, fc_dim, dropout, backend)
         self.temporal = RelativeAttentionLayer(dim, num_heads, fc_dim, max_relative_position, dropout, causal, backend)
-        self.cross = nn.TransformerDecoderLayer(
-            d_model=dim, nhead=num_heads, dim_feedforward=fc_dim, dropout=dropout, norm_first=True, batch_first=True
-        ) if cross else PassThrough()
+        self.cross = CrossAttentionLayer(dim, num_heads, fc_dim, dropout, backend) if cross else PassThrough()
 
     def forward(self, x: torch.Tensor, time: torch.Tensor, indices: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x [b l m d], time [b l d], indices [b l], cond [b l n d] -> [b l m d]."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lutils.configuration import Configuration
-from model.attention import set_attention_backend
+from model.attention import CrossAttentionLayer, set_attention_backend, use_fused
 from model.checkpoint import select_prefix
 from model.embeddings import PositionEncoding2D, timestamp_embedding
 from model.regressor import VectorFieldRegressor, mid_block_ids, random_masking
@@ -92,6 +92,58 @@ def test_fused_and_math_gradients_agree():
         assert (p.grad - q.grad).abs().max() < 1e-5, name
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "math"])
+def test_cross_layer_is_torchs_pre_norm_decoder_layer(attention):
+    """CrossAttentionLayer loads a TransformerDecoderLayer(norm_first=True) state dict both ways (same keys, strict)
+    and computes the same outputs and gradients."""
+    torch.manual_seed(0)
+    reference = torch.nn.TransformerDecoderLayer(d_model=32, nhead=4, dim_feedforward=48, dropout=0.0,
+                                                 norm_first=True, batch_first=True)
+    ours = CrossAttentionLayer(32, 4, 48, dropout=0.0, backend=attention)
+    assert sorted(ours.state_dict()) == sorted(reference.state_dict())
+    ours.load_state_dict(reference.state_dict())
+    reference.load_state_dict(ours.state_dict())
+    g = torch.Generator().manual_seed(1)
+    x, memory = torch.randn(6, 5, 32, generator=g), torch.randn(6, 7, 32, generator=g)
+    for net in (reference, ours):
+        net.train()
+        out = net(x, memory)
+        (out.square() * torch.linspace(0, 1, 32)).mean().backward()
+    assert (ours(x, memory) - reference(x, memory)).abs().max() < 1e-5
+    for (name, p), q in zip(ours.named_parameters(), [dict(reference.named_parameters())[n] for n, _ in ours.named_parameters()]):
+        assert (p.grad - q.grad).abs().max() < 1e-5, name
+    ours.eval(), reference.eval()
+    with torch.no_grad():
+        assert (ours(x, memory) - reference(x, memory)).abs().max() < 1e-5
+
+
+def test_cross_layer_dropout_only_in_training():
+    layer = CrossAttentionLayer(16, 2, 24, dropout=0.5)
+    x, memory = torch.randn(2, 3, 16), torch.randn(2, 4, 16)
+    torch.manual_seed(0)
+    a = layer(x, memory)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, layer(x, memory))
+    layer.eval()
+    assert torch.equal(layer(x, memory), layer(x, memory))
+
+
+def test_cpu_bf16_takes_the_math_path_and_matches_fp32():
+    """On the CPU under bf16 autocast "sdpa" runs the math path (torch's bf16 CPU flash kernel is the slow one);
+    the regressor's output then stays within bf16 rounding of its fp32 output."""
+    x = torch.zeros(2, 3)
+    assert use_fused("sdpa", x) and not use_fused("math", x) and not use_fused("sdpa", x.bfloat16())
+    net = tiny(depth=3, mid_depth=3).eval()
+    inputs = tiny_inputs()
+    with torch.no_grad():
+        full, _ = net(*inputs, masking_ratio=0.0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low, _ = net(*inputs, masking_ratio=0.0)
+    assert low.dtype == torch.float32 or low.dtype == torch.bfloat16
+    error = (low.float() - full).abs().max() / full.abs().max()
+    assert 0 < error < 0.05, error
+
+
 def test_causal_mask_blocks_future_frames():
     """With causal attention, changing the last frame does not change earlier frames' outputs; without, it does."""
     for causal in (True, False):
@@ -164,7 +216,7 @@ def test_mid_blocks_are_central():
     assert mid_block_ids(3, 1) == [1] and mid_block_ids(5, 3) == [1, 2, 3]
     net = tiny(depth=5, mid_depth=3)
     kinds = [type(block.cross).__name__ for block in net.main_blocks]
-    assert kinds == ["PassThrough", "TransformerDecoderLayer", "TransformerDecoderLayer", "TransformerDecoderLayer", "PassThrough"]
+    assert kinds == ["PassThrough", "CrossAttentionLayer", "CrossAttentionLayer", "CrossAttentionLayer", "PassThrough"]
 
 
 @pytest.mark.parametrize("name, feats_dim, expected", [("bair", 1536, 170_393_952), ("clevrer", 384, 169_477_344)])
