@@ -145,10 +145,10 @@ class VideoDataset(Dataset):
     def sample_with_start(self, index: int, generator: Optional[torch.Generator] = None) -> tuple:
         """(clip, video, first frame): `sample`'s clip and where it lies, for readers of per-frame data such as the
         latent cache."""
-        video, start = self._draw_start(index, generator)
+        video, start = self.draw_start(index, generator)
         return self.transform(self.read_clip(video, start), generator), video, start
 
-    def _draw_start(self, index: int, generator: Optional[torch.Generator] = None) -> tuple:
+    def draw_start(self, index: int, generator: Optional[torch.Generator] = None) -> tuple:
         """(video, first frame) of the clip of `index`, the start drawn from `generator`."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} videos")

@@ -160,7 +160,7 @@ class Model(nn.Module):
         return sampled.to(feats.dtype), allowed.to(feats.dtype)
 
     def forward(self, observations: torch.Tensor, generator: Optional[torch.Generator] = None,
-                latents: Optional[torch.Tensor] = None) -> DictWrapper:
+                latents: Optional[torch.Tensor] = None, features: Optional[torch.Tensor] = None) -> DictWrapper:
         """One training step's prediction on clips [b O 3 H W] in [-1, 1] (reference-compat §4).
 
         Returns a DictWrapper (a dict with attribute access, as the original) of reconstructed_vectors and
@@ -168,6 +168,8 @@ class Model(nn.Module):
         control cells per target frame). The loss is
         `flow_matching.masked_loss(reconstructed_vectors, target_vectors, selected_masks)`. `latents` [b O s h w]:
         the autoencoder's latents of the observations, when they are cached, instead of encoding the frames.
+        `features` [b O F h w]: the control features of the whole observations, when they are cached (only with
+        no_scale_inv, where no crop changes them); with both, `observations` may be a placeholder [b O ...].
         """
         b, num_obs = observations.shape[:2]
         device, cc, t = observations.device, self.num_context_frames, self.num_target_frames
@@ -179,9 +181,16 @@ class Model(nn.Module):
         else:  # the autoencoder's latents of every observation, cached (dataset/latent_cache.py): [b O s h w]
             latents = self.scale_latents(latents.to(device)[batch_index, indices])
 
-        feats, allowed = self.control_features(rearrange(frames[:, -t:], "b l c h w -> (b l) c h w"), generator)
-        feats = rearrange(feats, "(b l) f h w -> b l f h w", b=b)
-        masks = self.sparsify(rearrange(allowed, "(b l) 1 h w -> b l 1 h w", b=b), generator=generator)
+        if features is None:
+            feats, allowed = self.control_features(rearrange(frames[:, -t:], "b l c h w -> (b l) c h w"), generator)
+            feats = rearrange(feats, "(b l) f h w -> b l f h w", b=b)
+            allowed = rearrange(allowed, "(b l) 1 h w -> b l 1 h w", b=b)
+        else:  # cached (dataset/latent_cache.py): every cell is allowed, as with the identity crop of no_scale_inv
+            if not self.no_scale_inv:
+                raise ValueError("cached control features need model.no_scale_inv: true (random crops change them)")
+            feats = features.to(device)[batch_index, indices][:, -t:]
+            allowed = feats.new_ones(b, t, 1, *feats.shape[-2:])
+        masks = self.sparsify(allowed, generator=generator)
 
         noise = rng.normal(latents.shape, latents.device, generator, dtype=latents.dtype)
         timestamps = flow_matching.sample_timestamps(b, self.num_frames, cc + 1, self.same_t,

@@ -11,13 +11,13 @@ import h5py
 import pytest
 import torch
 
-from dataset.latent_cache import CachedClips, open_or_build
+from dataset.latent_cache import CachedClips, FeatureSource, open_or_build
 from lutils.configuration import Configuration, to_plain
 from model.model import Model
 from tests.conftest import ROOT, write_rendered_splits
 from training.distributed import DistInfo
 from training.sampler import SeededClips
-from training.trainer import Trainer
+from training.trainer import FEATURE_SETTINGS, Trainer
 
 TINY = ROOT / "tests" / "configs" / "tiny_train.yaml"
 NO_RANDOM_TRANSFORMS = ["data.random_horizontal_flip=false", "data.aug=false"]
@@ -123,3 +123,73 @@ def test_training_with_the_cache_gives_the_same_losses(data_root, tmp_path):
     assert losses["cached"][0] == pytest.approx(losses["plain"][0], rel=1e-6)  # the same first step
     assert losses["cached"] == pytest.approx(losses["plain"], rel=1e-4)
     assert not (data_root / "latent_cache").exists() or len(list((data_root / "latent_cache").iterdir())) == 1
+
+
+def feature_source(model, cfg):
+    settings = {key: to_plain(cfg["model"]).get(key) for key in FEATURE_SETTINGS}
+    return FeatureSource(model.dino, settings, lambda frames: model.get_features(frames))
+
+
+def test_cached_features_equal_the_whole_frames_features(data_root, tmp_path):
+    """The feature cache holds each frame's features bit for bit, and its key follows the backbone's weights."""
+    cfg = config(data_root, tmp_path, "+model.no_scale_inv=true")
+    model, dataset = build_model(cfg), train_set(cfg)
+    cache = open_or_build(dataset, model.ae, to_plain(cfg["model"]["autoencoder"]),
+                          lambda frames: model.ae.encode(frames[None])[0], progress=False,
+                          features=feature_source(model, cfg))
+    assert cache.has_features and cache.path != cache_for(model, dataset, cfg).path  # latent-only: another file
+    assert not cache_for(model, dataset, cfg).has_features
+    with torch.no_grad():
+        for video in range(dataset.num_videos):
+            fresh = model.get_features(dataset.read_video(video))  # [L F h w]
+            assert torch.equal(cache.read(video, 0, dataset.video_length(video), 1, "features"), fresh)
+    # Items: the start SeededClips draws, no frames read, the latents and features of exactly the clip's frames.
+    plain, cached = SeededClips(dataset), CachedClips(dataset, cache, features=True)
+    for item in [(0, 11), (2, 12345)]:
+        clip, _ = plain[item]
+        placeholder, index, latents, feats = cached[item]
+        assert placeholder.shape == (dataset.frames_per_sample, 0) and index == item[0]
+        with torch.no_grad():
+            from dataset.transforms import to_float
+
+            assert torch.equal(latents, model.ae.encode(to_float(clip)[None])[0])
+            assert torch.equal(feats, model.get_features(to_float(clip)))
+    # Other backbone weights: another cache.
+    other = build_model(cfg, seed=3)
+    other.ae.load_state_dict(model.ae.state_dict())
+    again = open_or_build(dataset, other.ae, to_plain(cfg["model"]["autoencoder"]),
+                          lambda frames: other.ae.encode(frames[None])[0], progress=False,
+                          features=feature_source(other, cfg))
+    assert again.path != cache.path
+
+
+def test_training_with_cached_features_gives_the_same_losses(data_root, tmp_path):
+    """With latents and features cached (no frame read), the losses are those of the uncached run: the identity
+    crop of no_scale_inv leaves a frame's features as they are, and the random stream is the same."""
+    losses = {}
+    for name, extra in [("plain", []), ("cached", ["+training.latent_cache=true", "+training.feature_cache=true"])]:
+        trainer = Trainer(config(data_root, tmp_path / name, "training.log_every=1", "+model.no_scale_inv=true", *extra),
+                          "r", DistInfo(), seed=5, precision="fp32")
+        assert trainer.train(max_steps=3) == 0
+        rows = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+        losses[name] = [r[Trainer.loss_name] for r in rows if Trainer.loss_name in r]
+    assert len(losses["plain"]) == 3 and all(math.isfinite(v) for v in losses["cached"])
+    assert losses["cached"] == pytest.approx(losses["plain"], rel=1e-4)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["+training.latent_cache=true", "+training.feature_cache=true"], "no_scale_inv"),
+    (["+training.feature_cache=true", "+model.no_scale_inv=true"], "latent_cache"),
+])
+def test_the_feature_cache_refuses_what_it_cannot_cache(data_root, tmp_path, overrides, match):
+    trainer = Trainer(config(data_root, tmp_path, *overrides), "r", DistInfo(), seed=5, precision="fp32")
+    with pytest.raises(ValueError, match=match):
+        trainer.train(max_steps=1)
+
+
+def test_cached_features_need_no_scale_inv():
+    cfg = Configuration(TINY, ["data.data_root=unused"])
+    model = build_model(cfg).train()
+    latents, features = torch.randn(2, 8, 4, 8, 8), torch.randn(2, 8, 24, 8, 8)
+    with pytest.raises(ValueError, match="no_scale_inv"):
+        model(torch.empty(2, 8, 0, dtype=torch.uint8), latents=latents, features=features)

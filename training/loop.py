@@ -60,6 +60,7 @@ DEFAULTS = {
     "sample_steps": 20,
     "precision": "auto",  # auto | bf16 | fp32 (lutils/precision.py); auto is bf16 on CUDA, as the original
     "latent_cache": False,  # encode the train split once and read the latents (dataset/latent_cache.py)
+    "feature_cache": False,  # also the control features, and read no frames (needs latent_cache and no_scale_inv)
 }
 VAL_SEED = 20240101
 BETAS = (0.9, 0.999)

@@ -13,6 +13,9 @@ from model.model import Model
 from training.distributed import barrier
 from training.loop import DEFAULTS, VAL_SEED, BaseTrainer, TrainingStopped, run_directory
 
+# The model settings that a frame's control features depend on (with the backbone's weights): the feature cache's key.
+FEATURE_SETTINGS = ("feature_backbone", "dino_version", "dino_arch", "num_dino_layers", "dino_input_size")
+
 __all__ = ["Trainer", "TrainingStopped", "DEFAULTS", "run_directory"]
 
 
@@ -32,22 +35,37 @@ class Trainer(BaseTrainer):
     def training_clips(self):
         """Clips with their cached latents when `training.latent_cache` is on (rank 0 builds the cache)."""
         if not self.options["latent_cache"]:
+            if self.options["feature_cache"]:
+                raise ValueError("training.feature_cache needs training.latent_cache: true (both live in one file)")
             return super().training_clips()
-        from dataset.latent_cache import CachedClips, open_or_build
+        from dataset.latent_cache import CachedClips, FeatureSource, open_or_build
         from lutils.configuration import to_plain
 
-        ae = self.model.ae
-        cache = open_or_build(self.train_set, ae, to_plain(self.config["model"]["autoencoder"]),
+        ae, model_config = self.model.ae, to_plain(self.config["model"])
+        features = None
+        if self.options["feature_cache"]:
+            if not model_config.get("no_scale_inv", False):
+                raise ValueError("training.feature_cache needs model.no_scale_inv: true (with random crops a frame's "
+                                 "control features change at every step); set one or drop the other")
+            settings = {key: model_config.get(key) for key in FEATURE_SETTINGS}
+            settings["state_res"] = list(self.model.state_res)
+            features = FeatureSource(self.model.dino, settings,
+                                     lambda frames: self.model.get_features(frames.to(self.device)))
+        cache = open_or_build(self.train_set, ae, model_config["autoencoder"],
                               lambda frames: ae.encode(frames.to(self.device)[None])[0],
-                              build_here=self.info.is_main, progress=self.info.is_main)
+                              build_here=self.info.is_main, progress=self.info.is_main, features=features)
         barrier(self.info)  # the other ranks read the cache rank 0 has built
-        self.logger.info(f"latent cache: {cache.path}")
-        return CachedClips(self.train_set, cache)
+        self.logger.info(f"latent cache: {cache.path}" + (" (latents and control features; frames are not read)"
+                                                          if features is not None else ""))
+        return CachedClips(self.train_set, cache, features=features is not None)
 
-    def forward_loss(self, observations: torch.Tensor, latents: Optional[torch.Tensor] = None) -> tuple:
+    def forward_loss(self, observations: torch.Tensor, latents: Optional[torch.Tensor] = None,
+                     features: Optional[torch.Tensor] = None) -> tuple:
         if latents is not None:
             latents = latents[:, : self.num_observations].to(self.device, non_blocking=True)
-        out = self.ddp_model(observations, generator=self.generator, latents=latents)
+        if features is not None:
+            features = features[:, : self.num_observations].to(self.device, non_blocking=True)
+        out = self.ddp_model(observations, generator=self.generator, latents=latents, features=features)
         fm_loss = masked_loss(out["reconstructed_vectors"], out["target_vectors"], out["selected_masks"])
         return self.loss_weight * fm_loss, {"Training/Loss/flow_matching_loss": fm_loss,
                                             "Training/Stats/num_controls": out["num_controls"]}
