@@ -148,8 +148,13 @@ def usable_clips(data_path: str | Path):
 
 @torch.no_grad()
 def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_frames: int = 6, shift: int = 2,
-                     steps: int = 20, gamma: float = 0.0, seed: int = 0, device="cpu", progress: bool = True) -> dict:
-    """Controlled vs uncontrolled distance of the moved object to its targets over `num_clips` test clips."""
+                     steps: int = 20, gamma: float = 0.0, seed: int = 0, device="cpu", progress: bool = True,
+                     precision: str = "fp32") -> dict:
+    """Controlled vs uncontrolled distance of the moved object to its targets over `num_clips` test clips; the
+    generation runs at `precision` (lutils/precision.py: "auto" is bf16 where the hardware runs it fast)."""
+    from lutils.precision import autocast, resolve_precision
+
+    precision = resolve_precision(precision, device)
     grid = tuple(model.state_res)
     results = {"controlled": [], "baseline": []}
     used = []
@@ -170,8 +175,9 @@ def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_fram
         reconstruction = to_video(model.decode(model.encode(initial))[0, 0].clamp(-1, 1)).transpose(1, 2, 0)
         palette = scene_palette(reconstruction, gt)
         for name, (f, m) in (("controlled", (feats, masks)), ("baseline", (None, None))):
-            video = generate(model, num_frames, device, initial_frames=initial, feats=f, feats_masks=m,
-                             num_steps=steps, gamma=gamma, seed=seed + index)
+            with autocast(device, precision):
+                video = generate(model, num_frames, device, initial_frames=initial, feats=f, feats_masks=m,
+                                 num_steps=steps, gamma=gamma, seed=seed + index)
             frames = to_video(video[0, 1:].clamp(-1, 1)).transpose(0, 2, 3, 1)  # [n H W 3]
             found = [locate(frame, palette, k, area) for frame in frames]
             results[name].append([float(np.linalg.norm(p - t)) if p is not None else float("inf")
@@ -192,7 +198,7 @@ def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_fram
         "baseline": summarise(results["baseline"], cell, size),
         "controlled_minus_baseline": paired_difference(results["controlled"], results["baseline"], size),
         "settings": {"num_clips": len(used), "num_frames": num_frames, "shift_cells": shift, "steps": steps,
-                     "gamma": gamma, "seed": seed, "cell_px": cell, "grid": list(grid), "data": str(data_path)},
+                     "gamma": gamma, "seed": seed, "precision": precision, "cell_px": cell, "grid": list(grid), "data": str(data_path)},
         "clips": used,
     }
 
@@ -212,13 +218,15 @@ def main(argv=None) -> int:
     parser.add_argument("--gamma", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="generation precision (default auto: bf16 on CUDA and on CPUs with bf16 instructions)")
     parser.add_argument("--out", help="write the results as JSON")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     config = Configuration(args.config, args.overrides)
     model = Model(config["model"]).load_from_ckpt(args.ckpt).to(args.device).eval()
     result = control_accuracy(model, args.data, args.num_clips, args.num_frames, args.shift, args.steps, args.gamma,
-                              args.seed, args.device)
+                              args.seed, args.device, precision=args.precision)
     print(format_result(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))

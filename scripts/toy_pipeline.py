@@ -126,7 +126,7 @@ def main() -> int:
     from evaluation.control import control_accuracy, format_result
 
     result = control_accuracy(model, data / "test", p["eval_clips"], p["frames"], shift=2, steps=p["eval_steps"],
-                              gamma=p["gamma"], progress=False)
+                              gamma=p["gamma"], progress=False, precision="auto")
 
     stage("sample_quality", f"6/6 sample quality on {p['quality_clips']} test clips (evaluate.py)")
     result["sample_quality"] = sample_quality(config, cage_ckpt, ae_ckpt, data, out, p, args.overrides)
