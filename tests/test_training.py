@@ -61,6 +61,25 @@ def test_learning_rate_schedule_closed_form():
         assert seen[step] == pytest.approx(learning_rate(step, peak, warmup, total), rel=1e-6, abs=1e-12)
 
 
+@pytest.mark.parametrize("power", [0.5, 1.0])
+def test_lr_decay_power_option(data_root, tmp_path, power):
+    """training.optimizer.lr_decay_power (optional, default the original's 0.5) sets the decay after warm-up."""
+    extra = [] if power == 0.5 else [f"+training.optimizer.lr_decay_power={power}"]
+    cfg = tiny_config(data_root, tmp_path, "training.optimizer.num_warmup_steps=2",
+                      "training.optimizer.num_training_steps=10", *extra)
+    trainer = Trainer(cfg, "lr", DistInfo(), seed=1)
+    peak = float(cfg["training"]["optimizer"]["learning_rate"])
+    seen = []
+    for _ in range(10):
+        seen.append(trainer.scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+    remaining = 1 - (6 - 2) / (10 - 2)
+    assert seen[6] == pytest.approx((peak - 1e-7) * remaining ** power + 1e-7, rel=1e-6)
+    with pytest.raises(ValueError, match="lr_decay_power"):
+        Trainer(tiny_config(data_root, tmp_path, "+training.optimizer.lr_decay_power=0"), "lr0", DistInfo(), seed=1)
+
+
 def test_ema_closed_form_and_swap():
     module = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(module.weight)

@@ -39,7 +39,7 @@ from training.data import dataset_from_config
 from training.distributed import DistInfo, any_rank, barrier, gather_objects
 from training.ema import EMA
 from training.sampler import ResumableSampler, SeededClips
-from training.schedule import build_scheduler
+from training.schedule import POWER, build_scheduler
 
 # Optional `training` keys (the original's keys are read as they are).
 DEFAULTS = {
@@ -128,7 +128,11 @@ class BaseTrainer:
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=float(optim["learning_rate"]), betas=BETAS, eps=ADAM_EPS,
                                            weight_decay=float(optim["weight_decay"]))
-        self.scheduler = build_scheduler(self.optimizer, self.warmup_steps, self.total_steps)
+        # Optional: the power of the polynomial decay after warm-up (the original's is 0.5; 1 is linear to lr_end).
+        decay_power = float(optim.get("lr_decay_power", POWER))
+        if not decay_power > 0:
+            raise ValueError(f"training.optimizer.lr_decay_power must be a positive number, got {decay_power}")
+        self.scheduler = build_scheduler(self.optimizer, self.warmup_steps, self.total_steps, power=decay_power)
         self.ema = EMA(self.model, float(self.options["ema_decay"])) if float(self.options["ema_decay"]) > 0 else None
         rank_seed = seed * info.world_size + info.rank
         torch.manual_seed(rank_seed)
