@@ -149,15 +149,15 @@ def usable_clips(data_path: str | Path):
 @torch.no_grad()
 def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_frames: int = 6, shift: int = 2,
                      steps: int = 20, gamma: float = 0.0, seed: int = 0, device="cpu", progress: bool = True,
-                     precision: str = "fp32") -> dict:
+                     precision: str = "fp32", batch_size: int = 16) -> dict:
     """Controlled vs uncontrolled distance of the moved object to its targets over `num_clips` test clips; the
-    generation runs at `precision` (lutils/precision.py: "auto" is bf16 where the hardware runs it fast)."""
+    generation runs at `precision` (lutils/precision.py: "auto" is bf16 where the hardware runs it fast), `batch_size`
+    clips at a time (the batch's noise comes from `seed` + the index of its first clip)."""
     from lutils.precision import autocast, resolve_precision
 
     precision = resolve_precision(precision, device)
     grid = tuple(model.state_res)
-    results = {"controlled": [], "baseline": []}
-    used = []
+    jobs = []  # one per usable clip: what generation needs and what the measurement needs
     for index, frame0, gt, k in usable_clips(data_path):
         size = frame0.shape[-1]
         cell = size / grid[1]
@@ -170,35 +170,47 @@ def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_fram
         controls = Controls(grid, num_frames).move(0, cells, list(range(num_frames)), path=path)
         initial = frame0[None].to(device)  # [1 1 3 H W]
         feats, masks = controls.build(model.get_features(initial[0]))
-        targets = [center + np.array([dc, dr]) * cell for dr, dc in path]
-        area = float(gt["visible_pixels"][0, k])
         reconstruction = to_video(model.decode(model.encode(initial))[0, 0].clamp(-1, 1)).transpose(1, 2, 0)
-        palette = scene_palette(reconstruction, gt)
-        for name, (f, m) in (("controlled", (feats, masks)), ("baseline", (None, None))):
+        jobs.append({"index": index, "object": int(k), "initial": initial, "feats": feats, "masks": masks,
+                     "targets": [center + np.array([dc, dr]) * cell for dr, dc in path],
+                     "area": float(gt["visible_pixels"][0, k]), "palette": scene_palette(reconstruction, gt),
+                     "clip": {"index": index, "object": int(k), "colour": gt["colour_names"][gt["colour"][k]],
+                              "shift_cells": list(move)}})
+        if len(jobs) >= num_clips:
+            break
+    if not jobs:
+        raise ValueError(f"{data_path}: no clip has a uniquely coloured, visible object that can be moved by {shift} cells")
+    size = jobs[0]["initial"].shape[-1]
+    cell = size / grid[1]
+    results = {"controlled": [], "baseline": []}
+    for first in range(0, len(jobs), batch_size):
+        batch = jobs[first:first + batch_size]
+        initial = torch.cat([job["initial"] for job in batch])
+        controlled = (torch.cat([job["feats"] for job in batch]), torch.cat([job["masks"] for job in batch]))
+        for name, (f, m) in (("controlled", controlled), ("baseline", (None, None))):
             with autocast(device, precision):
                 video = generate(model, num_frames, device, initial_frames=initial, feats=f, feats_masks=m,
-                                 num_steps=steps, gamma=gamma, seed=seed + index)
-            frames = to_video(video[0, 1:].clamp(-1, 1)).transpose(0, 2, 3, 1)  # [n H W 3]
-            found = [locate(frame, palette, k, area) for frame in frames]
-            results[name].append([float(np.linalg.norm(p - t)) if p is not None else float("inf")
-                                  for p, t in zip(found, targets)])
-        used.append({"index": index, "object": int(k), "colour": gt["colour_names"][gt["colour"][k]],
-                     "shift_cells": list(move)})
+                                 num_steps=steps, gamma=gamma, seed=seed + batch[0]["index"])
+            for job, clip in zip(batch, video):
+                frames = to_video(clip[1:].clamp(-1, 1)).transpose(0, 2, 3, 1)  # [n H W 3]
+                found = [locate(frame, job["palette"], job["object"], job["area"]) for frame in frames]
+                results[name].append([float(np.linalg.norm(p - t)) if p is not None else float("inf")
+                                      for p, t in zip(found, job["targets"])])
         if progress:
-            found = {name: [d for d in results[name][-1] if np.isfinite(d)] for name in results}
-            print(f"clip {index}: {used[-1]['colour']} object moved by {list(move)} cells; " + "; ".join(
-                f"{name} {np.mean(found[name]) if found[name] else float('nan'):.1f} px where found, lost in "
-                f"{num_frames - len(found[name])}/{num_frames} frames" for name in results), file=sys.stderr)
-        if len(used) >= num_clips:
-            break
-    if not used:
-        raise ValueError(f"{data_path}: no clip has a uniquely coloured, visible object that can be moved by {shift} cells")
+            for offset, job in enumerate(batch):
+                found = {name: [d for d in results[name][first + offset] if np.isfinite(d)] for name in results}
+                print(f"clip {job['index']}: {job['clip']['colour']} object moved by {job['clip']['shift_cells']} "
+                      f"cells; " + "; ".join(
+                          f"{name} {np.mean(found[name]) if found[name] else float('nan'):.1f} px where found, lost "
+                          f"in {num_frames - len(found[name])}/{num_frames} frames" for name in results), file=sys.stderr)
+    used = [job["clip"] for job in jobs]
     return {
         "controlled": summarise(results["controlled"], cell, size),
         "baseline": summarise(results["baseline"], cell, size),
         "controlled_minus_baseline": paired_difference(results["controlled"], results["baseline"], size),
         "settings": {"num_clips": len(used), "num_frames": num_frames, "shift_cells": shift, "steps": steps,
-                     "gamma": gamma, "seed": seed, "precision": precision, "cell_px": cell, "grid": list(grid), "data": str(data_path)},
+                     "gamma": gamma, "seed": seed, "precision": precision, "batch_size": batch_size, "cell_px": cell,
+                     "grid": list(grid), "data": str(data_path)},
         "clips": used,
     }
 
@@ -218,6 +230,7 @@ def main(argv=None) -> int:
     parser.add_argument("--gamma", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=16, help="clips generated at once")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="generation precision (default auto: bf16 on CUDA and on CPUs with bf16 instructions)")
     parser.add_argument("--out", help="write the results as JSON")
@@ -226,7 +239,8 @@ def main(argv=None) -> int:
     config = Configuration(args.config, args.overrides)
     model = Model(config["model"]).load_from_ckpt(args.ckpt).to(args.device).eval()
     result = control_accuracy(model, args.data, args.num_clips, args.num_frames, args.shift, args.steps, args.gamma,
-                              args.seed, args.device, precision=args.precision)
+                              args.seed, args.device, precision=args.precision,
+                              batch_size=args.batch_size)
     print(format_result(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
