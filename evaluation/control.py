@@ -149,7 +149,7 @@ def usable_clips(data_path: str | Path):
 @torch.no_grad()
 def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_frames: int = 6, shift: int = 2,
                      steps: int = 20, gamma: float = 0.0, seed: int = 0, device="cpu", progress: bool = True,
-                     precision: str = "fp32", batch_size: int = 16) -> dict:
+                     precision: str = "fp32", batch_size: int = 1) -> dict:
     """Controlled vs uncontrolled distance of the moved object to its targets over `num_clips` test clips; the
     generation runs at `precision` (lutils/precision.py: "auto" is bf16 where the hardware runs it fast), `batch_size`
     clips at a time (the batch's noise comes from `seed` + the index of its first clip)."""
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     parser.add_argument("--gamma", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=16, help="clips generated at once")
+    parser.add_argument("--batch-size", type=int, default=1, help="clips generated at once (1: each clip with its own seed, seed + clip index)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="generation precision (default auto: bf16 on CUDA and on CPUs with bf16 instructions)")
     parser.add_argument("--out", help="write the results as JSON")
