@@ -106,7 +106,9 @@ def main() -> int:
 
     stage("cage", "3/6 CAGE (train.py, configs/toy.yaml)")
     cage_ckpt = train_stage("cage", "toy.yaml", root, p["cage_steps"], p["cage_batch"],
+                            # validation twice (it has its own random stream, so the training is the same)
                             [f"model.autoencoder.ckpt_path={ae_ckpt}", f"training.sample_every={p['cage_steps']}",
+                             f"training.validate_every={max(1, p['cage_steps'] // 2)}",
                              *args.overrides], args.run_name)
 
     from lutils.configuration import Configuration
