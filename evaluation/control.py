@@ -171,7 +171,7 @@ def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_fram
         initial = frame0[None].to(device)  # [1 1 3 H W]
         feats, masks = controls.build(model.get_features(initial[0]))
         reconstruction = to_video(model.decode(model.encode(initial))[0, 0].clamp(-1, 1)).transpose(1, 2, 0)
-        jobs.append({"index": index, "object": int(k), "initial": initial, "feats": feats, "masks": masks,
+        jobs.append({"initial": initial, "feats": feats, "masks": masks,
                      "targets": [center + np.array([dc, dr]) * cell for dr, dc in path],
                      "area": float(gt["visible_pixels"][0, k]), "palette": scene_palette(reconstruction, gt),
                      "clip": {"index": index, "object": int(k), "colour": gt["colour_names"][gt["colour"][k]],
@@ -190,16 +190,16 @@ def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_fram
         for name, (f, m) in (("controlled", controlled), ("baseline", (None, None))):
             with autocast(device, precision):
                 video = generate(model, num_frames, device, initial_frames=initial, feats=f, feats_masks=m,
-                                 num_steps=steps, gamma=gamma, seed=seed + batch[0]["index"])
+                                 num_steps=steps, gamma=gamma, seed=seed + batch[0]["clip"]["index"])
             for job, clip in zip(batch, video):
                 frames = to_video(clip[1:].clamp(-1, 1)).transpose(0, 2, 3, 1)  # [n H W 3]
-                found = [locate(frame, job["palette"], job["object"], job["area"]) for frame in frames]
+                found = [locate(frame, job["palette"], job["clip"]["object"], job["area"]) for frame in frames]
                 results[name].append([float(np.linalg.norm(p - t)) if p is not None else float("inf")
                                       for p, t in zip(found, job["targets"])])
         if progress:
             for offset, job in enumerate(batch):
                 found = {name: [d for d in results[name][first + offset] if np.isfinite(d)] for name in results}
-                print(f"clip {job['index']}: {job['clip']['colour']} object moved by {job['clip']['shift_cells']} "
+                print(f"clip {job['clip']['index']}: {job['clip']['colour']} object moved by {job['clip']['shift_cells']} "
                       f"cells; " + "; ".join(
                           f"{name} {np.mean(found[name]) if found[name] else float('nan'):.1f} px where found, lost "
                           f"in {num_frames - len(found[name])}/{num_frames} frames" for name in results), file=sys.stderr)
