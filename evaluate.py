@@ -268,7 +268,8 @@ def control_report(model, folder: Path, dataset, args, protocol, device) -> dict
     except KeyError:
         return {"skipped": "the data has no synthetic ground truth (dataset.make_synthetic writes it)"}
     return control_accuracy(model, folder, args.control_clips, protocol.gen_frames, steps=protocol.steps,
-                            gamma=protocol.gamma, seed=protocol.seed, device=device, progress=False)
+                            gamma=protocol.gamma, seed=protocol.seed, device=device, progress=False,
+                            precision=protocol.precision)
 
 
 def load_optional_weights(args, device, is_main: bool) -> tuple:

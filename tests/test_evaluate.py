@@ -122,6 +122,7 @@ def test_results_hold_every_metric_and_the_protocol(setup, full_run):
     from lutils.precision import resolve_precision
 
     assert protocol["precision"] == resolve_precision("auto", "cpu")  # the default: bf16 where the CPU has it
+    assert control["settings"]["precision"] == protocol["precision"]  # the control part generates at it too
     assert results["data"]["indices"] == [0, 1, 3, 5]  # 4 of 6, evenly spaced
     assert results["checkpoint"]["sha256"] == hashlib.sha256(Path(setup["ckpt"]).read_bytes()).hexdigest()
     assert len(results["code"]["git_commit"]) == 40
