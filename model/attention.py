@@ -1,23 +1,25 @@
 """The regressor's attention layers: time-dependent spatial attention and relative temporal attention.
 
 Both follow the original's numerics: q/k/v without bias, a time vector of size head_dim added to every head and
-token, logits divided by sqrt(inner_dim) (not sqrt(head_dim)), no output projection. Each has two interchangeable
-paths: "sdpa" (torch's fused scaled_dot_product_attention) and "math" (explicit softmax, the oracle).
+token, logits divided by sqrt(inner_dim) (not sqrt(head_dim)), no output projection. Backend "sdpa" (the default)
+computes them with `attend`; backend "math" with the original's formulas written out (the oracle of the tests).
 
 The relative temporal term q . E[clamp(idx_key_frame - idx_query_frame)] depends only on the frame pair, so it is
 folded into l extra head channels (q . E per key frame on the query side, the key's frame as a one-hot on the key
-side), and one fused kernel covers all frames x tokens.
+side), and one attention call covers all frames x tokens, without the [N N] position tensor of the formula.
 
 `CrossAttentionLayer` is the mid blocks' decoder layer: torch's `TransformerDecoderLayer(norm_first=True)` with
 the same parameter names and maths, written out so that its attention takes the same path as the other layers.
 
-On the CPU under bf16 autocast, "sdpa" runs the math path: torch's CPU flash-attention kernel is slower in bf16
-than in fp32 (its backward 3.6x slower at the toy's sizes, docs/benchmarks.md), while the math path's bf16 matmuls
-use the CPU's bf16 units. Both paths compute the same function.
+`attend` calls torch's fused scaled_dot_product_attention, except on the CPU under bf16 autocast: there it
+computes softmax(q k^T) v with explicit matmuls, because torch's CPU flash-attention kernel is slower in bf16 than
+in fp32 (its backward 3.6x slower at the toy's sizes, docs/benchmarks.md) while explicit bf16 matmuls use the CPU's
+bf16 units. Both compute the same function.
 """
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -39,12 +41,16 @@ def use_fused(backend: str, x: torch.Tensor) -> bool:
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout: float, training: bool,
-           backend: str) -> torch.Tensor:
-    """softmax(q k^T * scale) v over the last two axes: q [... i e], k and v [... j e] -> [... i e]."""
+           backend: str, allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """softmax(q k^T * scale) v over the last two axes: q [... i e], k [... j e], v [... j f] -> [... i f].
+    `allowed` [i j] (bool): the key positions each query may attend to (None: all)."""
     dropout = dropout if training else 0.0
     if use_fused(backend, q):
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale)
-    weights = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, scale=scale)
+    logits = (q * scale) @ k.transpose(-2, -1)  # the scale applied to q: [... i e] is smaller than [... i j]
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, torch.finfo(torch.bfloat16).min)
+    weights = torch.softmax(logits, dim=-1)  # fp32 under autocast (bf16 measured no faster on the CPU)
     return F.dropout(weights, dropout, training) @ v
 
 
@@ -114,34 +120,32 @@ class RelativeAttention(nn.Module):
         q, k, v = q + qt, k + kt, v + vt
         relative = self.relative_position(indices).to(q.dtype)  # [b i j e]
         allowed = torch.ones(l, l, dtype=torch.bool, device=x.device).tril() if self.causal else None  # [i j]
-        dropout = self.dropout if self.training else 0.0
-        if use_fused(self.backend, q):
-            out = self._fused(q, k, v, relative, allowed, dropout)
+        if self.backend == "math":
+            out = self._math(q, k, v, relative, allowed)
         else:
-            out = self._math(q, k, v, relative, allowed, dropout)
+            out = self._folded(q, k, v, relative, allowed)
         return rearrange(out, "b h l m e -> b l m (h e)")
 
-    def _fused(self, q, k, v, relative, allowed, dropout):
-        """One SDPA call over all l*m tokens. The relative term is folded into extra head channels:
+    def _folded(self, q, k, v, relative, allowed):
+        """One attention call over all l*m tokens. The relative term is folded into extra head channels:
         queries get [q, q.E[r(i, 0)], ..., q.E[r(i, l-1)]] and keys [k, onehot(frame of the key)], so that
-        q'.k' = q.k + q.E[r(i, j)] exactly. Channels are zero-padded to a multiple of 8 for the fused kernels."""
+        q'.k' = q.k + q.E[r(i, j)] exactly (and, in bf16, with one rounding instead of three). For torch's fused
+        kernels the channels are zero-padded to a multiple of 8 and the values to the same width."""
         b, h, l, m, e = q.shape
         position = torch.einsum("bhiae,bije->bhiaj", q, relative)  # [b h i a j]
-        frame_of_key = torch.eye(l, dtype=q.dtype, device=q.device)  # [j j']
-        extra = -(e + l) % 8
+        frame_of_key = repeat(torch.eye(l, dtype=q.dtype, device=q.device), "j f -> b h j c f", b=b, h=h, c=m)
+        fused = use_fused(self.backend, q)
+        extra = -(e + l) % 8 if fused else 0
         queries = torch.cat([q, position, q.new_zeros(b, h, l, m, extra)], dim=-1)
-        keys = torch.cat([k, repeat(frame_of_key, "j f -> b h j c f", b=b, h=h, c=m), k.new_zeros(b, h, l, m, extra)], dim=-1)
-        values = torch.cat([v, v.new_zeros(b, h, l, m, l + extra)], dim=-1)
-        mask = None
-        if allowed is not None:
-            mask = repeat(allowed, "i j -> (i a) (j c)", a=m, c=m)
-        out = F.scaled_dot_product_attention(
-            rearrange(queries, "b h i a e -> b h (i a) e"), rearrange(keys, "b h j c e -> b h (j c) e"),
-            rearrange(values, "b h j c e -> b h (j c) e"), attn_mask=mask, dropout_p=dropout, scale=self.scale,
-        )
+        keys = torch.cat([k, frame_of_key, k.new_zeros(b, h, l, m, extra)], dim=-1)
+        values = torch.cat([v, v.new_zeros(b, h, l, m, l + extra)], dim=-1) if fused else v
+        mask = repeat(allowed, "i j -> (i a) (j c)", a=m, c=m) if allowed is not None else None
+        out = attend(rearrange(queries, "b h i a e -> b h (i a) e"), rearrange(keys, "b h j c e -> b h (j c) e"),
+                     rearrange(values, "b h j c e -> b h (j c) e"), self.scale, self.dropout, self.training,
+                     self.backend, mask)
         return rearrange(out[..., :e], "b h (i a) e -> b h i a e", i=l)
 
-    def _math(self, q, k, v, relative, allowed, dropout):
+    def _math(self, q, k, v, relative, allowed):
         """The original's formula: (q.k + q.E) / sqrt(D) over the N = l*m tokens, E broadcast over key tokens."""
         b, h, l, m, e = q.shape
         content = rearrange(q, "b h i a e -> b h (i a) e") @ rearrange(k, "b h j c e -> b h e (j c)")
@@ -150,7 +154,7 @@ class RelativeAttention(nn.Module):
         logits = logits * self.scale
         if allowed is not None:
             logits = logits.masked_fill(~repeat(allowed, "i j -> (i a) (j c)", a=m, c=m), torch.finfo(torch.bfloat16).min)
-        weights = F.dropout(torch.softmax(logits, dim=-1), dropout, self.training)
+        weights = F.dropout(torch.softmax(logits, dim=-1), self.dropout, self.training)
         out = weights @ rearrange(v, "b h j c e -> b h (j c) e")
         return rearrange(out, "b h (i a) e -> b h i a e", i=l)
 

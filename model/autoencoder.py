@@ -57,13 +57,30 @@ def swish(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(x)
 
 
+def pooled_conv(conv: nn.Conv2d, x: torch.Tensor, factor: int) -> torch.Tensor:
+    """avgpool_f(conv(x)) as one convolution of stride f: [b i H W] -> [b o H/f W/f].
+
+    Averaging the f x f outputs of a k x k kernel is a (k+f-1) x (k+f-1) kernel (the mean of the k x k one shifted
+    to each of the f^2 positions) applied at stride f, with the same padding: the same function (equal up to
+    rounding), computed at 1/f^2 of the output positions and without the pooling pass. On the CPU the separate
+    pooling cost as much as the convolution before it (docs/benchmarks.md)."""
+    if factor == 1:
+        return conv(x)
+    weight = conv.weight  # [o i k k]
+    merged = sum(F.pad(weight, (dx, factor - 1 - dx, dy, factor - 1 - dy)) for dy in range(factor) for dx in range(factor))
+    return F.conv2d(x, merged / factor**2, conv.bias, stride=factor, padding=conv.padding)
+
+
 class ResidualBlock(nn.Module):
-    """conv3x3 -> avgpool(f) -> GN -> LeakyReLU -> conv3x3 -> GN, plus a (1x1 conv, avgpool, GN) shortcut."""
+    """conv3x3 -> avgpool(f) -> GN -> LeakyReLU -> conv3x3 -> GN, plus a (1x1 conv, avgpool, GN) shortcut.
+
+    Each conv + pool pair runs as one strided convolution (`pooled_conv`); the shortcut keeps the original's module
+    layout (`downsample.0` conv, `.1` pool, `.2` norm: the checkpoint keys)."""
 
     def __init__(self, in_channels: int, out_channels: int, downsample_factor: int = 1):
         super().__init__()
+        self.factor = downsample_factor
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.pool = nn.AvgPool2d(downsample_factor)
         self.bn1 = group_norm(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = group_norm(out_channels)
@@ -76,9 +93,9 @@ class ResidualBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.bn1(self.pool(self.conv1(x))), LEAK)  # [b out h/f w/f]
+        h = F.leaky_relu(self.bn1(pooled_conv(self.conv1, x, self.factor)), LEAK)  # [b out h/f w/f]
         h = self.bn2(self.conv2(h))
-        shortcut = x if self.downsample is None else self.downsample(x)
+        shortcut = x if self.downsample is None else self.downsample[2](pooled_conv(self.downsample[0], x, self.factor))
         return F.leaky_relu(h + shortcut, LEAK)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lutils.configuration import Configuration
@@ -15,6 +16,7 @@ from model.autoencoder import (
     TamingAutoencoder,
     VectorQuantizer,
     build_autoencoder,
+    pooled_conv,
 )
 from model.checkpoint import CheckpointError
 
@@ -307,3 +309,20 @@ def test_named_taming_configs_sizes():
         if name == "f16":
             assert len(ae.state_dict()) == 343  # spec 2.1: ae 343 keys for bair/epic
         del ae
+
+
+@pytest.mark.parametrize("kernel,padding,factor,size", [(3, 1, 2, 16), (3, 1, 2, 9), (1, 0, 2, 10), (3, 1, 4, 16), (3, 1, 1, 7)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_pooled_conv_is_pool_after_conv(kernel, padding, factor, size, bias):
+    """pooled_conv (one strided convolution) computes avgpool_f(conv(x)), outputs and gradients, odd sizes included."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 5, kernel, padding=padding, bias=bias)
+    x = torch.randn(2, 3, size, size, requires_grad=True)
+    fused = pooled_conv(conv, x, factor)
+    reference = F.avg_pool2d(conv(x), factor)
+    assert fused.shape == reference.shape
+    assert (fused - reference).abs().max() < 1e-5
+    weights = torch.randn_like(reference)
+    grads = [torch.autograd.grad((out * weights).sum(), (x, conv.weight)) for out in (fused, reference)]
+    for a, b in zip(*grads):
+        assert (a - b).abs().max() < 1e-4

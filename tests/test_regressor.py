@@ -227,3 +227,26 @@ def test_parameter_count_matches_spec_without_dead_time_projection(name, feats_d
         net = build(vfr, feats_dim)
     assert sum(p.numel() for p in net.parameters()) == expected
     assert len(net.state_dict()) == 295 - 4  # the original's 295 keys minus time_projection.{0,2}.{weight,bias}
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_cpu_bf16_temporal_attention_matches_the_formula(causal):
+    """Under CPU bf16 autocast "sdpa" takes the folded explicit path (relative term as extra channels); it computes
+    the original's formula (backend "math") up to bf16 rounding, forward and backward."""
+    from model.attention import RelativeAttention
+
+    torch.manual_seed(0)
+    folded, formula = RelativeAttention(32, 4, 2, causal=causal), RelativeAttention(32, 4, 2, causal=causal, backend="math")
+    formula.load_state_dict(folded.state_dict())
+    x, time = torch.randn(2, 5, 6, 32), torch.randn(2, 5, 32)
+    indices = torch.tensor([[0, 1, 2, 4, 7], [0, 2, 3, 5, 6]])
+    outs, grads = [], []
+    for net in (folded, formula):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(x, time, indices)
+        out.float().square().mean().backward()
+        outs.append(out.float())
+        grads.append(net.qkv.weight.grad)
+    scale = outs[1].abs().max()
+    assert 0 < (outs[0] - outs[1]).abs().max() / scale < 2e-2
+    assert (grads[0] - grads[1]).abs().max() / grads[1].abs().max() < 3e-2
