@@ -69,6 +69,19 @@ def test_gamma_zero_is_the_unguided_result(golden):
     assert torch.equal(a, unguided)
 
 
+def test_without_controls_guidance_changes_nothing(golden):
+    """No revealed control: the two predictions guidance mixes are equal, so (1+γ)v − γv = v (up to rounding). This
+    is why evaluation/control.py generates its no-control baseline at γ 0. (past_horizon 0: the context frame is
+    not drawn at random, whose draws the extra guidance pass would otherwise shift.)"""
+    model, io, _ = golden["tiny_ldm"]
+    fixed = dict(seed=5, past_horizon=0)
+    unguided = golden_call(model, io, gamma=0.0, feats=None, feats_masks=None, **fixed)
+    guided = golden_call(model, io, gamma=2.0, feats=None, feats_masks=None, **fixed)
+    assert (guided - unguided).abs().max() < 1e-4
+    controlled = golden_call(model, io, gamma=2.0, **fixed)
+    assert (controlled - golden_call(model, io, gamma=0.0, **fixed)).abs().max() > 1e-3  # with controls it does
+
+
 def test_seeds_shapes_and_range(golden):
     model, io, _ = golden["tiny_ours"]
     a = golden_call(model, io, seed=11)
