@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-FULL = {"train": 300, "val": 16, "test": 64, "ae_steps": 1200, "ae_batch": 16, "cage_steps": 3800, "cage_batch": 8,
+FULL = {"train": 300, "val": 16, "test": 64, "ae_steps": 1200, "ae_batch": 16, "cage_steps": 4000, "cage_batch": 8,
         "eval_clips": 48, "eval_steps": 10, "frames": 6, "quality_clips": 32, "gamma": 2.0}
 QUICK = {"train": 6, "val": 2, "test": 6, "ae_steps": 4, "ae_batch": 4, "cage_steps": 4, "cage_batch": 2,
          "eval_clips": 2, "eval_steps": 2, "frames": 3, "quality_clips": 2, "gamma": 2.0}

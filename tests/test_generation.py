@@ -35,7 +35,7 @@ def test_replays_the_original(golden, name, run_index):
     """Same seed, same random stream: the original's video, ODE states and every velocity call."""
     model, io, trace = golden[name]
     run = trace["runs"][run_index]
-    calls, states = [], []
+    calls = []
     torch.manual_seed(run["torch_seed"])
     out, latents = golden_call(model, io, gamma=run["gamma"], batched_guidance=False, return_latents=True,
                                on_call=calls.append)
