@@ -14,11 +14,12 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.timing import time_steps  # noqa: E402
 
 
 def conv_then_pool(conv, x, factor):
@@ -49,10 +50,6 @@ def main() -> None:
     size = int(config["data"]["crop_size"])
     formulations = {"strided (ours)": autoencoder.pooled_conv, "conv then pool": conv_then_pool}
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     print(f"# VQVAE training step ({args.config}: {size}x{size} frames, batch {args.batch}); median ms/step over "
           f"{args.rounds} alternating rounds of {args.iters} steps, [min, max]")
     print(f"# device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
@@ -75,19 +72,11 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
 
         times = {name: [] for name in formulations}
-        for name, function in formulations.items():  # warm-up of both
-            autoencoder.pooled_conv = function
-            for _ in range(3):
-                step()
-        for _ in range(args.rounds):
+        for round_index in range(args.rounds):
             for name, function in formulations.items():
                 autoencoder.pooled_conv = function
-                sync()
-                start = time.perf_counter()
-                for _ in range(args.iters):
-                    step()
-                sync()
-                times[name].append((time.perf_counter() - start) / args.iters * 1000)
+                warmup = 3 if round_index == 0 else 0
+                times[name].append(time_steps(step, args.iters, warmup, device)["seconds"] * 1000)
         autoencoder.pooled_conv = formulations["strided (ours)"]
         ours, reference = (statistics.median(times[name]) for name in formulations)
         cells = [f"{statistics.median(t):.1f} [{min(t):.1f}, {max(t):.1f}]" for t in times.values()]
