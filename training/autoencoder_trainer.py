@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from einops import rearrange
 
+from dataset.clips import seeded_pick
 from dataset.transforms import to_float
 from model.autoencoder import VQVAE
 from model.checkpoint import strip_prefix
@@ -102,9 +102,7 @@ class AutoencoderTrainer(BaseTrainer):
         self.model.load_state_dict(strip_prefix(state, "module."))
 
     def _val_frames(self) -> torch.Tensor:
-        count = min(int(self.options["val_clips"]), self.val_set.num_videos)
-        indices = np.linspace(0, self.val_set.num_videos - 1, count).round().astype(int).tolist()
-        clips = [self.val_set.sample(i, torch.Generator().manual_seed(VAL_SEED + k)) for k, i in enumerate(indices)]
+        clips = seeded_pick(self.val_set, self.options["val_clips"], VAL_SEED)
         return rearrange(to_float(torch.stack(clips)), "b o c h w -> (b o) c h w")
 
     @torch.no_grad()

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from dataset.clips import clips_from_config
 from dataset.transforms import to_float
 from lutils.configuration import Configuration
 from lutils.logger import Logger
@@ -35,7 +36,6 @@ from training.checkpointing import (
     save_training_checkpoint,
     set_rng_state,
 )
-from training.data import dataset_from_config
 from training.distributed import DistInfo, any_rank, barrier, gather_objects
 from training.ema import EMA
 from training.sampler import ResumableSampler, SeededClips
@@ -108,14 +108,14 @@ class BaseTrainer:
         log(f"run directory {self.run_dir}; {info.world_size} process(es) on {self.device}, {self.precision}")
 
         # Data first: a missing split is an error before any model is built.
-        self.train_set = dataset_from_config(data, "train", train=True, output_dtype="uint8")
+        self.train_set = clips_from_config(data, "train", "train")
         if self.num_observations > int(data["frames_per_sample"]):
             raise ValueError(f"training.num_observations ({self.num_observations}) exceeds data.frames_per_sample "
                              f"({data['frames_per_sample']})")
         self.val_set = None
         if int(self.options["validate_every"]) > 0:
             try:
-                self.val_set = dataset_from_config(data, "val", train=False, output_dtype="uint8")
+                self.val_set = clips_from_config(data, "val", "validation")
             except FileNotFoundError as error:
                 raise FileNotFoundError(f"{error}. Validation needs it; set training.validate_every=0 to train "
                                         f"without validation") from error

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
+from dataset.clips import seeded_pick
 from dataset.transforms import to_float
 from model.flow_matching import masked_loss
 from model.model import Model
@@ -81,9 +81,7 @@ class Trainer(BaseTrainer):
             return None
         values = None
         if self.info.is_main:
-            count = min(int(self.options["val_clips"]), self.val_set.num_videos)
-            indices = np.linspace(0, self.val_set.num_videos - 1, count).round().astype(int).tolist()
-            clips = [self.val_set.sample(i, torch.Generator().manual_seed(VAL_SEED + k)) for k, i in enumerate(indices)]
+            clips = seeded_pick(self.val_set, self.options["val_clips"], VAL_SEED)
             with self.ema.swapped_in(self.model):
                 self.model.eval()
                 loss = self._validation_loss(clips)
@@ -119,8 +117,8 @@ class Trainer(BaseTrainer):
 
         written = None
         if self.info.is_main and self.val_set is not None:
-            count = min(int(self.options["sample_clips"]), self.val_set.num_videos)
-            clips = [self.val_set.sample(i, torch.Generator().manual_seed(VAL_SEED + i)) for i in range(count)]
+            clips = seeded_pick(self.val_set, self.options["sample_clips"], VAL_SEED)
+            count = len(clips)
             real = to_float(torch.stack(clips).to(self.device))
             frames = min(int(self.options["sample_frames"]), real.shape[1] - 1)
             real = real[:, : frames + 1]
