@@ -18,6 +18,7 @@ from torchdiffeq import odeint
 from tqdm import tqdm
 
 from model import rng
+from model.flow_matching import FlowPath
 
 FIXED_GRID_SOLVERS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 ADAPTIVE_SOLVERS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
@@ -32,6 +33,7 @@ class VelocityField:
         self.model, self.feats, self.masks = model, feats, masks
         self.num_initial, self.gamma, self.batched_guidance = num_initial, gamma, batched_guidance
         self.generator, self.on_call = generator, on_call
+        self.path = model.path
         self.num_targets = model.num_target_frames
         self.num_context = model.num_context_frames
         self.stage, self.i, self.context_from, self.scale_rolling = "joint", 0, 0, True
@@ -42,16 +44,7 @@ class VelocityField:
 
     def target_times(self, t: torch.Tensor) -> tuple:
         """(timestamps of the T targets, velocity scale of each) for this stage at solver time t."""
-        T = self.num_targets
-        j = torch.arange(T, dtype=torch.float32, device=t.device)
-        if self.stage == "joint":
-            return t.expand(T), torch.ones(T, device=t.device)
-        if self.stage == "warmup":
-            return t * (T - j) / T, (T - j) / T
-        if self.stage == "rolling":  # each target advances by 1/T during the stage
-            scale = torch.full((T,), 1.0 / T if self.scale_rolling else 1.0, device=t.device)
-            return ((T - 1 - j) + t) / T, scale
-        raise ValueError(f"unknown stage {self.stage!r}")
+        return self.path.stage_times(self.stage, t, self.num_targets, self.scale_rolling)
 
     def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         b, device, i, T = y.shape[0], y.device, self.i, self.num_targets
@@ -63,8 +56,8 @@ class VelocityField:
         selected = torch.cat([context, torch.tensor([i - 1], device=device), targets])  # [l]
         target_t, scale = self.target_times(t.float())
         if self.plot:
-            plot_noise_levels(noise_levels(y.shape[1], i, target_t), f"{self.stage}, frames {i}..{i + T - 1}")
-        times = torch.cat([torch.ones(len(selected) - T, device=device), target_t])  # context/reference are clean
+            plot_noise_levels(self.path.noise_levels(y.shape[1], i, target_t), f"{self.stage}, frames {i}..{i + T - 1}")
+        times = torch.cat([self.path.clean_times(len(selected) - T, device), target_t])  # context, reference, targets
         x = y[:, selected]
         indices = repeat(selected, "l -> b l", b=b)
         times = repeat(times, "l -> b l", b=b).to(y.dtype)
@@ -109,10 +102,7 @@ def in_notebook() -> bool:
 
 def noise_levels(buffer_length: int, i: int, target_times: torch.Tensor) -> torch.Tensor:
     """Timestamp of every buffer frame during a stage: 1 (clean) before i, the targets' t, 0 (noise) after."""
-    levels = torch.zeros(buffer_length)
-    levels[:i] = 1.0
-    levels[i:i + len(target_times)] = target_times.detach().float().cpu()
-    return levels
+    return FlowPath(0.0).noise_levels(buffer_length, i, target_times)
 
 
 def plot_noise_levels(levels: torch.Tensor, stage: str) -> None:
@@ -151,12 +141,10 @@ def stages(method: str, num_frames: int, num_initial: int, num_targets: int, ini
     return plan
 
 
-def solver_options(odesolver: str, num_steps: int, atol: float, rtol: float) -> dict:
+def solver_options(odesolver: str, num_steps: int, atol: float, rtol: float, path: Optional[FlowPath] = None) -> dict:
     """odeint keyword arguments valid for the solver (the original passed options some solvers reject)."""
     if odesolver in FIXED_GRID_SOLVERS:
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        return {"method": odesolver, "options": {"step_size": 1.0 / num_steps}}
+        return {"method": odesolver, "options": {"step_size": (path or FlowPath(0.0)).step_size(num_steps)}}
     if odesolver in ADAPTIVE_SOLVERS:
         return {"method": odesolver, "atol": atol, "rtol": rtol}
     raise ValueError(f"odesolver must be one of {FIXED_GRID_SOLVERS + ADAPTIVE_SOLVERS}, got {odesolver!r}")
@@ -242,8 +230,8 @@ def generate(
 
     field = VelocityField(model, feats, feats_masks, num_initial, gamma, batched_guidance, generator, on_call)
     field.plot = verbose and in_notebook()
-    kwargs = solver_options(odesolver, num_steps, atol, rtol)
-    span = torch.tensor([0.0, 1.0], device=device)
+    kwargs = solver_options(odesolver, num_steps, atol, rtol, model.path)
+    span = model.path.time_span(device)
     plan = stages(method, num_frames, num_initial, T, init_id, past_horizon)
     for stage, i, context_from in tqdm(plan, desc="generate", disable=not verbose):
         field.set_stage(stage, i, context_from, scale_rollout_velocity)

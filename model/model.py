@@ -17,10 +17,11 @@ from torch import nn
 
 from lutils.configuration import to_plain
 from lutils.dict_wrapper import DictWrapper
-from model import flow_matching, rng
+from model import rng
 from model.autoencoder import build_autoencoder
 from model.checkpoint import CheckpointError, extract_state_dict, key_diff, load_file, strip_prefix
 from model.dino import build_dino
+from model.flow_matching import FlowPath
 from model.regressor import LEGACY_UNUSED_PREFIXES, VectorFieldRegressor
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Model(nn.Module):
         config = to_plain(config)  # a copy: the caller's config is never modified
         self.config = config
         self.sigma = float(config["sigma"])
+        self.path = FlowPath(self.sigma)  # timestamps, x_t, target velocity, loss; the sampler's times
         self.num_target_frames = int(config["num_target_frames"])
         self.num_context_frames = int(config["num_context_frames"])
         self.num_frames = self.num_context_frames + 1 + self.num_target_frames
@@ -166,7 +168,7 @@ class Model(nn.Module):
         Returns a DictWrapper (a dict with attribute access, as the original) of reconstructed_vectors and
         target_vectors [b T s h w], selected_masks [b T 1 h w] (tokens the network saw) and num_controls (mean revealed
         control cells per target frame). The loss is
-        `flow_matching.masked_loss(reconstructed_vectors, target_vectors, selected_masks)`. `latents` [b O s h w]:
+        `model.path.loss(reconstructed_vectors, target_vectors, selected_masks)`. `latents` [b O s h w]:
         the autoencoder's latents of the observations, when they are cached, instead of encoding the frames.
         `features` [b O F h w]: the control features of the whole observations, when they are cached (only with
         no_scale_inv, where no crop changes them); with both, `observations` may be a placeholder [b O ...].
@@ -193,11 +195,10 @@ class Model(nn.Module):
         masks = self.sparsify(allowed, generator=generator)
 
         noise = rng.normal(latents.shape, latents.device, generator, dtype=latents.dtype)
-        timestamps = flow_matching.sample_timestamps(b, self.num_frames, cc + 1, self.same_t,
-                                                     device=rng.draw_device(generator, device),
-                                                     generator=generator).to(device)
-        inputs = flow_matching.interpolate(latents, noise, timestamps, self.sigma)
-        targets = flow_matching.target_velocity(latents, noise, self.sigma)
+        timestamps = self.path.sample_timestamps(b, self.num_frames, cc + 1, self.same_t,
+                                                 device=rng.draw_device(generator, device), generator=generator).to(device)
+        inputs = self.path.interpolate(latents, noise, timestamps)
+        targets = self.path.target_velocity(latents, noise)
         inputs = self.drop_conditioning(inputs, generator)
 
         vectors, kept = self.vector_field_regressor(inputs, indices, timestamps, feats, masks, generator=generator)

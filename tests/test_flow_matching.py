@@ -35,3 +35,50 @@ def test_masked_loss_closed_form():
     mask[0, 0, 0, 0, 0] = mask[0, 1, 0, 0, 1] = 1.0
     # sum = 3 * 4 = 12 over 3 channels x 2 kept tokens
     assert fm.masked_loss(pred, target, mask).item() == pytest.approx(12 / 6)
+
+
+def test_the_path_object_is_the_functions_maths():
+    g = torch.Generator().manual_seed(1)
+    latents, noise, t = torch.randn(2, 4, 3, 2, 2, generator=g), torch.randn(2, 4, 3, 2, 2, generator=g), torch.rand(2, 4)
+    path = fm.FlowPath(0.1)
+    assert torch.equal(path.interpolate(latents, noise, t), fm.interpolate(latents, noise, t, 0.1))
+    assert torch.equal(path.target_velocity(latents, noise), fm.target_velocity(latents, noise, 0.1))
+    assert fm.masked_loss is fm.FlowPath.loss
+
+
+@pytest.mark.parametrize("num_steps", [1, 4, 20])
+def test_sampler_span_grid_and_clean_times(num_steps):
+    path = fm.FlowPath(1e-7)
+    start, end = path.time_span().tolist()
+    assert (start, end) == (0.0, 1.0)  # noise -> data, as interpolate's end points
+    assert path.step_size(num_steps) * num_steps == pytest.approx(end - start)
+    assert path.clean_times(3).tolist() == [end] * 3
+    with pytest.raises(ValueError, match="num_steps"):
+        path.step_size(0)
+
+
+@pytest.mark.parametrize("T", [1, 3, 4])
+def test_rollout_stage_times_closed_form(T):
+    """warmup ends staggered at (T-j)/T; each rolling stage moves every target by exactly 1/T, so the first one ends
+    clean; with the 1/T velocity scale an ODE step over [0,1] moves a frame by scale * velocity."""
+    path = fm.FlowPath(0.0)
+    j = torch.arange(T, dtype=torch.float32)
+    start, _ = path.stage_times("warmup", torch.tensor(0.0), T)
+    end, scale = path.stage_times("warmup", torch.tensor(1.0), T)
+    assert torch.allclose(start, torch.zeros(T)) and torch.allclose(end, (T - j) / T)
+    assert torch.allclose(scale, end - start)  # d(time)/dt is the velocity scale
+    r0, r_scale = path.stage_times("rolling", torch.tensor(0.0), T)
+    r1, _ = path.stage_times("rolling", torch.tensor(1.0), T)
+    assert torch.allclose(r0, (T - 1 - j) / T) and torch.allclose(r1 - r0, torch.full((T,), 1.0 / T))
+    assert r1[0].item() == pytest.approx(1.0) and torch.allclose(r_scale, r1 - r0)
+    _, unscaled = path.stage_times("rolling", torch.tensor(0.5), T, scale_rolling=False)
+    assert torch.equal(unscaled, torch.ones(T))  # the original's rollout
+    joint, joint_scale = path.stage_times("joint", torch.tensor(0.3), T)
+    assert torch.allclose(joint, torch.full((T,), 0.3)) and torch.equal(joint_scale, torch.ones(T))
+    with pytest.raises(ValueError, match="stage"):
+        path.stage_times("sideways", torch.tensor(0.0), T)
+
+
+def test_noise_levels_of_the_buffer():
+    levels = fm.FlowPath(0.0).noise_levels(7, 2, torch.tensor([0.75, 0.5]))
+    assert levels.tolist() == [1.0, 1.0, 0.75, 0.5, 0.0, 0.0, 0.0]

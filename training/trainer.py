@@ -8,7 +8,6 @@ import torch
 
 from dataset.clips import seeded_pick
 from dataset.transforms import to_float
-from model.flow_matching import masked_loss
 from model.model import Model
 from training.distributed import barrier
 from training.loop import DEFAULTS, VAL_SEED, BaseTrainer, TrainingStopped, run_directory
@@ -66,7 +65,7 @@ class Trainer(BaseTrainer):
         if features is not None:
             features = features[:, : self.num_observations].to(self.device, non_blocking=True)
         out = self.ddp_model(observations, generator=self.generator, latents=latents, features=features)
-        fm_loss = masked_loss(out["reconstructed_vectors"], out["target_vectors"], out["selected_masks"])
+        fm_loss = self.model.path.loss(out["reconstructed_vectors"], out["target_vectors"], out["selected_masks"])
         return self.loss_weight * fm_loss, {"Training/Loss/flow_matching_loss": fm_loss,
                                             "Training/Stats/num_controls": out["num_controls"]}
 
@@ -103,7 +102,7 @@ class Trainer(BaseTrainer):
             batch = to_float(torch.stack(clips[start:start + self.batch_size]).to(self.device))
             with self.autocast:
                 out = self.model(batch[:, : self.num_observations], generator=generator)
-                total += masked_loss(out["reconstructed_vectors"], out["target_vectors"], out["selected_masks"]).item()
+                total += self.model.path.loss(out["reconstructed_vectors"], out["target_vectors"], out["selected_masks"]).item()
             batches += 1
         return total / batches
 
