@@ -9,10 +9,11 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
+from lutils.errors import CageError
 from lutils.io import atomic_path
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CageError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model; the message names the file."""
 
 

@@ -14,10 +14,12 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
+from lutils.errors import CageError
+
 Cell = tuple  # (row, col) on the latent grid
 
 
-class ControlsError(ValueError):
+class ControlsError(CageError, ValueError):
     """Controls that do not fit the grid, the frames or the sources; the message says which placement."""
 
 
