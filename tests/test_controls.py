@@ -2,13 +2,15 @@
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from model.controls import Controls, ControlsError, box, linear_path, load_controls
+from model.controls import (PLACEMENT_KINDS, Controls, ControlsError, Placement, box, linear_path, load_controls,
+                            pad_controls, pixel_boxes)
 from tests.conftest import ROOT
 
 
@@ -67,6 +69,80 @@ def test_file_format(tmp_path):
         (tmp_path / "bad.json").write_text(json.dumps(bad))
         with pytest.raises(ControlsError, match=message):
             load_controls(tmp_path / "bad.json", (8, 8), 4)
+
+
+def test_pad_controls_appends_empty_frames_or_cuts():
+    feats = torch.randn(2, 3, 5, 4, 4)
+    masks = (torch.rand(2, 3, 1, 4, 4) > 0.5).float()
+    padded_feats, padded_masks = pad_controls(feats, masks, 5)
+    assert padded_feats.shape == (2, 5, 5, 4, 4) and padded_masks.shape == (2, 5, 1, 4, 4)
+    assert torch.equal(padded_feats[:, :3], feats) and torch.equal(padded_masks[:, :3], masks)  # frame k stays k
+    assert not padded_feats[:, 3:].any() and not padded_masks[:, 3:].any()
+    cut_feats, cut_masks = pad_controls(feats, masks, 2)
+    assert torch.equal(cut_feats, feats[:, :2]) and torch.equal(cut_masks, masks[:, :2])
+    same = pad_controls(feats, masks, 3)
+    assert same[0] is feats and same[1] is masks
+    assert pad_controls(feats[:, :0], masks[:, :0], 2)[1].shape == (2, 2, 1, 4, 4)  # no controls at all
+    with pytest.raises(ValueError, match="feats has 3 frames but feats_masks 2"):
+        pad_controls(feats, masks[:, :2], 4)
+
+
+def test_pixel_boxes_of_controls_and_of_their_masks_agree():
+    controls = Controls((4, 4), 3).place(0, [(1, 1)], frames=[0, 2], offset=(1, 2)).paste(0, [(0, 0)], (3, 3), [1])
+    _, masks = controls.build(torch.randn(1, 2, 4, 4))
+    expected = [[], [(36, 16, 48, 24)], [(36, 24, 48, 32)], [(36, 16, 48, 24)]]  # 32x48 image: cells 8 high, 12 wide
+    assert pixel_boxes(controls, (32, 48), leading_frames=1) == expected
+    assert pixel_boxes(masks, (32, 48), leading_frames=1) == expected  # [1 K 1 h w]
+    assert pixel_boxes(masks[0, :, 0], (32, 48), leading_frames=1) == expected  # [K h w]
+    with pytest.raises(ValueError, match="control masks"):
+        pixel_boxes(torch.zeros(2, 3, 1, 4, 4), (32, 48))
+
+
+def test_a_new_placement_kind_is_a_placement_and_one_registry_entry(tmp_path, monkeypatch):
+    """A "scale" kind, defined here only: the file parser, the checks and build take it from the registry."""
+
+    @dataclass
+    class Scaled(Placement):
+        factor: int = 1
+
+        def destinations(self):  # each cell becomes a factor x factor block; the top-left cell moves by the offset
+            top, left = min(r for r, _ in self.cells), min(c for _, c in self.cells)
+            for frame, (dr, dc) in zip(self.frames, self.offsets):
+                for r, c in self.cells:
+                    for i in range(self.factor):
+                        for j in range(self.factor):
+                            yield frame, (r, c), (top + dr + (r - top) * self.factor + i,
+                                                  left + dc + (c - left) * self.factor + j)
+
+    def scale(value, *, source, cells, frames, label):
+        top, left = min(r for r, _ in cells), min(c for _, c in cells)
+        offset = (value["at"][0] - top, value["at"][1] - left)
+        return Scaled(source, cells, frames, [offset] * len(frames), label, factor=int(value["factor"]))
+
+    monkeypatch.setitem(PLACEMENT_KINDS, "scale", scale)
+    data = {"placements": [{"cells": {"box": [1, 1, 3, 3]}, "frames": [1], "scale": {"factor": 2, "at": [4, 3]}},
+                           {"cells": [[0, 0]], "frames": [0], "at": [7, 7]}]}
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    controls, _ = load_controls(tmp_path / "c.json", (8, 8), 2)
+    source = torch.randn(1, 5, 8, 8)
+    feats, masks = controls.build(source)
+    assert masks[0, 0, 0].nonzero().tolist() == [[7, 7]]
+    assert sorted(map(tuple, masks[0, 1, 0].nonzero().tolist())) == [(r, c) for r in range(4, 8) for c in range(3, 7)]
+    for r in (1, 2):
+        for c in (1, 2):
+            block = feats[0, 1, :, 4 + 2 * (r - 1):6 + 2 * (r - 1), 3 + 2 * (c - 1):5 + 2 * (c - 1)]
+            assert torch.equal(block, source[0, :, r, c, None, None].expand(5, 2, 2))
+    assert Controls((8, 8), 2).add_kind("scale", {"factor": 3, "at": [0, 0]}, 0, [(0, 0)], [1]).cells_by_frame()[1] \
+        == [(r, c) for r in range(3) for c in range(3)]
+    with pytest.raises(ControlsError, match="outside the 8x8 grid"):  # the grid checks apply to the new kind
+        Controls((8, 8), 2).add_kind("scale", {"factor": 2, "at": [6, 6]}, 0, box(0, 0, 2, 2), [0])
+    (tmp_path / "two.json").write_text(json.dumps({"placements": [{"cells": [[0, 0]], "at": [1, 1],
+                                                                   "scale": {"factor": 2, "at": [0, 0]}}]}))
+    with pytest.raises(ControlsError, match="only one of offset, at, path, move_to, scale"):
+        load_controls(tmp_path / "two.json", (8, 8), 2)
+    monkeypatch.undo()  # without the entry, the field is unknown again
+    with pytest.raises(ControlsError, match=r"unknown field\(s\) \['scale'\]"):
+        load_controls(tmp_path / "c.json", (8, 8), 2)
 
 
 # Command line ----------------------------------------------------------------------------------------------------------
