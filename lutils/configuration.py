@@ -1,4 +1,5 @@
-"""YAML configuration with dotted command-line overrides (OmegaConf underneath)."""
+"""YAML configuration with dotted command-line overrides (OmegaConf underneath), checked against the schema of
+lutils/schema.py: unknown, missing and mistyped keys are errors that name the file and the dotted key."""
 from __future__ import annotations
 
 import difflib
@@ -10,9 +11,10 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lutils import schema
+from lutils.schema import ConfigurationError
 
-class ConfigurationError(ValueError):
-    """A configuration file or override that cannot be used."""
+__all__ = ["Configuration", "ConfigurationError", "apply_overrides", "to_plain"]
 
 
 def _all_keys(node: Any, prefix: str = "") -> list:
@@ -38,9 +40,24 @@ def _key_exists(cfg: DictConfig, dotted: str) -> bool:
     return True
 
 
-def apply_overrides(cfg: DictConfig, overrides: Iterable[str], source: str = "<config>") -> DictConfig:
-    """Merge `key=value` overrides into `cfg`; `+key=value` may add a key that does not exist yet.
+def _unknown_key_error(raw: str, key: str, value_text: str, source: str, close: list,
+                       kind: Optional[str] = None) -> ConfigurationError:
+    """The error of an override of a key that the file lacks: with a `kind`, the schema lacks it too (so `+` does
+    not help); without, `+key=value` would add it."""
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    if kind is None:
+        return ConfigurationError(f"override {raw!r}: key '{key}' does not exist in {source}. "
+                                  f"Write '+{key}={value_text}' to add a new key.{hint}")
+    return ConfigurationError(f"override {raw!r}: '{key}' is not a key of a {kind} config ({source}).{hint}")
 
+
+def apply_overrides(cfg: DictConfig, overrides: Iterable[str], source: str = "<config>",
+                    kind: Optional[str] = None) -> DictConfig:
+    """Merge `key=value` overrides into `cfg`.
+
+    Without a `kind`, a key must exist in `cfg` unless written `+key=value`. With a `kind` ("cage" or "autoencoder",
+    see lutils/schema.py), any key of that schema may be set, present in `cfg` or not; `+` is only needed inside
+    free-form mappings (such as a taming `model.autoencoder.config`), and a key the schema lacks is an error.
     Values are parsed as YAML (so `8`, `0.5`, `1e-7`, `true`, `[16,16]` get their natural types).
     """
     for raw in overrides:
@@ -52,16 +69,19 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str], source: str = "<c
         key = key.lstrip("+").strip()
         if not key or any(not part for part in key.split(".")):
             raise ConfigurationError(f"override {raw!r}: empty key")
-        if not adding and not _key_exists(cfg, key):
-            close = difflib.get_close_matches(key, _all_keys(cfg), n=3)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ConfigurationError(
-                f"override {raw!r}: key '{key}' does not exist in {source}. "
-                f"Write '+{key}={value_text}' to add a new key.{hint}"
-            )
+        add = adding
+        if not _key_exists(cfg, key):
+            place = schema.locate(kind, key) if kind else "free"
+            if place == "key":
+                add = True
+            elif place is None:
+                raise _unknown_key_error(raw, key, value_text, source, schema.suggest(kind, key), kind)
+            elif not adding:
+                raise _unknown_key_error(raw, key, value_text, source,
+                                         difflib.get_close_matches(key, _all_keys(cfg), n=3))
         try:
             value = OmegaConf.from_dotlist([f"_={value_text}"])["_"]  # YAML typing of the value
-            OmegaConf.update(cfg, key, value, merge=True, force_add=adding)
+            OmegaConf.update(cfg, key, value, merge=True, force_add=add)
         except (OmegaConfBaseException, TypeError, ValueError) as error:
             raise ConfigurationError(f"override {raw!r}: {error}") from error
     return cfg
@@ -84,11 +104,16 @@ class Configuration(Mapping):
     """A YAML config: `cfg["model"]["sigma"]`, `cfg.model.sigma` and `cfg.get(key, default)` work at every level.
 
     The file is read with OmegaConf's YAML loader, which (unlike PyYAML's YAML 1.1 resolver used by the original
-    code) reads `1e-7` as a number. Overrides are dotted `key=value` strings merged on top of the file; an override
-    of a key that does not exist is an error unless written `+key=value`. Nothing derived is ever written back.
+    code) reads `1e-7` as a number. It is checked against the schema of its kind (`self.kind`: "cage", or
+    "autoencoder" for a file with a top-level `autoencoder` and no `model`; see lutils/schema.py): an unknown key,
+    a value of the wrong type and, once the overrides are applied, a missing required key are ConfigurationErrors
+    that name the file and the dotted key. Overrides are dotted `key=value` strings merged on top of the file; any
+    key of the schema may be set, and `+key=value` adds keys inside free-form mappings. `validate=False` skips the
+    schema: then any tree loads, and an override of a key the file lacks needs `+`. The tree holds what the file
+    and the overrides say, nothing more (`completed()` adds the defaults); nothing derived is ever written back.
     """
 
-    def __init__(self, path: str | Path, overrides: Optional[Sequence[str]] = None):
+    def __init__(self, path: str | Path, overrides: Optional[Sequence[str]] = None, validate: bool = True):
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigurationError(f"config file not found: {self.path}")
@@ -100,17 +125,39 @@ class Configuration(Mapping):
             raise ConfigurationError(f"{self.path}: cannot parse YAML: {error}") from error
         if not isinstance(cfg, DictConfig) or not isinstance(top, dict):
             raise ConfigurationError(f"{self.path}: expected a mapping at the top level, got {type(top).__name__}")
-        self.overrides = list(overrides or [])
-        self._cfg = apply_overrides(cfg, self.overrides, source=str(self.path))
+        self._load(cfg, overrides, validate)
 
     @classmethod
-    def from_dict(cls, data: Mapping, overrides: Optional[Sequence[str]] = None) -> "Configuration":
-        """Build a Configuration from an in-memory mapping (tests, notebooks)."""
+    def from_dict(cls, data: Mapping, overrides: Optional[Sequence[str]] = None,
+                  validate: bool = True) -> "Configuration":
+        """Build a Configuration from an in-memory mapping (tests, notebooks), checked as a file is."""
         self = cls.__new__(cls)
         self.path = Path("<dict>")
-        self.overrides = list(overrides or [])
-        self._cfg = apply_overrides(OmegaConf.create(dict(data)), self.overrides, source="<dict>")
+        self._load(OmegaConf.create(to_plain(data)), overrides, validate)
         return self
+
+    def _load(self, cfg: DictConfig, overrides: Optional[Sequence[str]], validate: bool) -> None:
+        """Check the tree (unless not `validate`), apply the overrides, check the result."""
+        source = str(self.path)
+        self.overrides = list(overrides or [])
+        self.kind = schema.kind_of(cfg)
+        if validate:
+            schema.validate(self._plain_tree(cfg, source), self.kind, source=source, require=False)
+        self._cfg = apply_overrides(cfg, self.overrides, source=source, kind=self.kind if validate else None)
+        if validate:
+            with_overrides = f"{source} with overrides {' '.join(self.overrides)}" if self.overrides else source
+            schema.validate(self._plain_tree(self._cfg, with_overrides), self.kind, source=with_overrides)
+
+    @staticmethod
+    def _plain_tree(cfg: DictConfig, source: str) -> dict:
+        try:
+            return OmegaConf.to_container(cfg, resolve=True)
+        except OmegaConfBaseException as error:  # e.g. a broken ${...} interpolation
+            raise ConfigurationError(f"{source}: {error}") from error
+
+    def completed(self) -> dict:
+        """The whole config as plain dicts with every absent optional key at its schema default."""
+        return schema.complete("", self.to_dict(), kind=self.kind, source=str(self.path))
 
     # Mapping interface -------------------------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -126,7 +173,7 @@ class Configuration(Mapping):
         return len(self._cfg)
 
     def __getattr__(self, key: str) -> Any:
-        if key.startswith("_") or key in ("path", "overrides"):
+        if key.startswith("_") or key in ("path", "overrides", "kind"):
             raise AttributeError(key)
         try:
             return self._cfg[key]

@@ -146,6 +146,11 @@ def same_typed(actual, expected) -> bool:
     return type(actual) is type(expected) and actual == expected
 
 
+def loose(path: Path, overrides=None) -> Configuration:
+    """A file outside the config schema (the generic loading, access and override mechanics)."""
+    return Configuration(path, overrides, validate=False)
+
+
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -238,7 +243,7 @@ def test_to_dict_equals_pyyaml_and_file_untouched(name, tmp_path):
 # Access styles
 # --------------------------------------------------------------------------------------------------------------------
 def test_access_styles_at_every_level(small_yaml):
-    cfg = Configuration(small_yaml)
+    cfg = loose(small_yaml)
     # item, attribute, get and select agree at depth 1, 2 and 3
     assert cfg["name"] == cfg.name == cfg.get("name") == cfg.select("name") == "small"
     assert cfg["model"]["depth"] == cfg.model.depth == cfg.get("model").get("depth") == cfg.select("model.depth") == 2
@@ -258,7 +263,7 @@ def test_access_styles_at_every_level(small_yaml):
 
 
 def test_missing_keys_raise_the_right_errors(small_yaml):
-    cfg = Configuration(small_yaml)
+    cfg = loose(small_yaml)
     with pytest.raises(KeyError, match="nope"):
         cfg["nope"]
     with pytest.raises(AttributeError, match="nope"):
@@ -272,7 +277,7 @@ def test_missing_keys_raise_the_right_errors(small_yaml):
 
 
 def test_mapping_protocol(small_yaml):
-    cfg = Configuration(small_yaml)
+    cfg = loose(small_yaml)
     assert list(cfg) == ["name", "model", "training"]  # file order kept
     assert len(cfg) == 3
     assert "model" in cfg and "nope" not in cfg
@@ -282,7 +287,7 @@ def test_mapping_protocol(small_yaml):
 
 def test_scientific_notation_loads_as_float(tmp_path):
     path = write_yaml(tmp_path / "sci.yaml", "a: 1e-7\nb:\n  c: 5e-6\n  d: [1e-3, 2E+2]\ne: 0.0000001\nf: 5.0e-6\n")
-    cfg = Configuration(path)
+    cfg = loose(path)
     values = {"a": 1e-7, "b.c": 5e-6, "b.d.0": 1e-3, "b.d.1": 200.0, "e": 1e-7, "f": 5e-6}
     for key, expected in values.items():
         value = cfg.select(key)
@@ -296,10 +301,10 @@ def test_from_dict_matches_file_and_does_not_alias(small_yaml):
     with open(small_yaml) as f:
         data = yaml.safe_load(f)
     snapshot = yaml.safe_load(yaml.safe_dump(data))
-    cfg = Configuration.from_dict(data, ["model.depth=5", "+model.inner.extra=1"])
+    cfg = Configuration.from_dict(data, ["model.depth=5", "+model.inner.extra=1"], validate=False)
     assert cfg.model.depth == 5 and cfg.model.inner.extra == 1
     assert data == snapshot  # the input mapping is not modified
-    assert Configuration.from_dict(data).to_dict() == Configuration(small_yaml).to_dict()
+    assert Configuration.from_dict(data, validate=False).to_dict() == loose(small_yaml).to_dict()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -322,25 +327,25 @@ def test_from_dict_matches_file_and_does_not_alias(small_yaml):
     ],
 )
 def test_override_sets_yaml_typed_value(small_yaml, override, key, expected):
-    cfg = Configuration(small_yaml, [override])
+    cfg = loose(small_yaml, [override])
     value = leaf_paths(cfg.to_dict())[key]
     assert same_typed(value, expected), (value, expected)
     assert cfg.select(key) == expected
     # Only that key changed.
-    before = leaf_paths(Configuration(small_yaml).to_dict())
+    before = leaf_paths(loose(small_yaml).to_dict())
     after = leaf_paths(cfg.to_dict())
     assert {k for k in before if before[k] != after[k]} <= {key}
 
 
 def test_overrides_apply_in_order_and_do_not_leak(small_yaml):
-    cfg = Configuration(small_yaml, ["model.depth=3", "model.depth=4"])
+    cfg = loose(small_yaml, ["model.depth=3", "model.depth=4"])
     assert cfg.model.depth == 4
-    assert Configuration(small_yaml).model.depth == 2
+    assert loose(small_yaml).model.depth == 2
     assert cfg.overrides == ["model.depth=3", "model.depth=4"]
 
 
 def test_plus_adds_new_keys_at_any_depth(small_yaml):
-    cfg = Configuration(small_yaml, ["+seed=7", "+model.inner.new_flag=true", "+extra.deep.list=[1,2]",
+    cfg = loose(small_yaml, ["+seed=7", "+model.inner.new_flag=true", "+extra.deep.list=[1,2]",
                                      "+extra.deep.rate=1e-5", "+model.depth=3"])
     assert cfg.seed == 7
     assert cfg.model.inner.new_flag is True
@@ -355,7 +360,7 @@ def test_plus_adds_new_keys_at_any_depth(small_yaml):
 def test_override_of_missing_key_names_key_and_plus_hint(small_yaml, override):
     key = override.split("=")[0]
     with pytest.raises(ConfigurationError) as info:
-        Configuration(small_yaml, [override])
+        loose(small_yaml, [override])
     message = str(info.value)
     assert f"'{key}'" in message
     assert f"+{key}=" in message
@@ -364,18 +369,18 @@ def test_override_of_missing_key_names_key_and_plus_hint(small_yaml, override):
 
 def test_missing_key_error_suggests_close_match(small_yaml):
     with pytest.raises(ConfigurationError, match=r"model\.depth"):
-        Configuration(small_yaml, ["model.dpeth=3"])
+        loose(small_yaml, ["model.dpeth=3"])
 
 
 @pytest.mark.parametrize("override", ["model.depth", "model.depth:3", "", "=3", "+=3", "model..depth=1"])
 def test_malformed_override_errors(small_yaml, override):
     with pytest.raises(ConfigurationError):
-        Configuration(small_yaml, [override])
+        loose(small_yaml, [override])
 
 
 def test_override_of_list_element(small_yaml):
     """A dotted list index is accepted as an existing key, so it must set that element."""
-    cfg = Configuration(small_yaml, ["model.inner.res.0=32"])
+    cfg = loose(small_yaml, ["model.inner.res.0=32"])
     assert list(cfg.model.inner.res) == [32, 8]
 
 
@@ -407,7 +412,7 @@ def test_invalid_yaml_errors(tmp_path):
 # Export, save and reload
 # --------------------------------------------------------------------------------------------------------------------
 def test_to_dict_is_plain_python(small_yaml):
-    plain = Configuration(small_yaml, ["+x.y=[1,{z: 2}]"]).to_dict()
+    plain = loose(small_yaml, ["+x.y=[1,{z: 2}]"]).to_dict()
 
     def check(node):
         assert type(node) in (dict, list, str, int, float, bool, type(None)), type(node)
@@ -425,7 +430,7 @@ def test_to_dict_is_plain_python(small_yaml):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_save_and_reload_keeps_overrides(name, tmp_path):
     overrides = ["model.sigma=1e-6", "training.batching.batch_size=2", "model.vector_field_regressor.causal=true",
-                 "model.vector_field_regressor.state_res=[8,4]", "+extra.tag=run1", "+extra.rate=1e-8"]
+                 "model.vector_field_regressor.state_res=[8,4]", "training.runs_dir=run1", "model.latent_scale=1e-8"]
     cfg = Configuration(CONFIGS / f"{name}.yaml", overrides)
     out = cfg.save(tmp_path / "sub" / "dir" / "saved.yaml")
     assert Path(out) == tmp_path / "sub" / "dir" / "saved.yaml"
@@ -433,7 +438,8 @@ def test_save_and_reload_keeps_overrides(name, tmp_path):
     assert reloaded.to_dict() == cfg.to_dict()
     for a, b in zip(leaf_paths(reloaded.to_dict()).items(), leaf_paths(cfg.to_dict()).items()):
         assert a[0] == b[0] and same_typed(a[1], b[1]), (a, b)
-    assert reloaded.model.sigma == 1e-6 and reloaded.extra.tag == "run1"
+    assert reloaded.model.sigma == 1e-6 and reloaded.training.runs_dir == "run1"
+    assert type(reloaded.model.latent_scale) is float and reloaded.model.latent_scale == 1e-8
     # The saved file is also read correctly by the original's PyYAML 1.1 loader (floats keep a dot).
     with open(out) as f:
         assert yaml.safe_load(f) == cfg.to_dict()
@@ -445,9 +451,9 @@ def test_save_and_reload_keeps_overrides(name, tmp_path):
 def test_save_overwrites_existing_file(small_yaml, tmp_path):
     target = tmp_path / "target.yaml"
     target.write_text("old: 1\n")
-    Configuration(small_yaml, ["model.depth=9"]).save(target)
-    assert Configuration(target).model.depth == 9
-    assert "old" not in Configuration(target)
+    loose(small_yaml, ["model.depth=9"]).save(target)
+    assert loose(target).model.depth == 9
+    assert "old" not in loose(target)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -502,7 +508,7 @@ def test_config_save_failure_keeps_old_file(small_yaml, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "write_text", failing_write_text)
     with pytest.raises(OSError, match="disk full"):
-        Configuration(small_yaml).save(target)
+        loose(small_yaml).save(target)
     monkeypatch.undo()
     assert target.read_text() == "old: 1\n"
     assert [p.name for p in target.parent.iterdir()] == ["cfg.yaml"]
