@@ -137,23 +137,18 @@ class Configuration(Mapping):
         return self
 
     def _load(self, cfg: DictConfig, overrides: Optional[Sequence[str]], validate: bool) -> None:
-        """Check the tree (unless not `validate`), apply the overrides, check the result."""
-        source = str(self.path)
+        """Apply the overrides, then (if `validate`) check the result, reporting every problem at once."""
         self.overrides = list(overrides or [])
         self.kind = schema.kind_of(cfg)
+        self._cfg = apply_overrides(cfg, self.overrides, source=str(self.path), kind=self.kind if validate else None)
         if validate:
-            schema.validate(self._plain_tree(cfg, source), self.kind, source=source, require=False)
-        self._cfg = apply_overrides(cfg, self.overrides, source=source, kind=self.kind if validate else None)
-        if validate:
-            with_overrides = f"{source} with overrides {' '.join(self.overrides)}" if self.overrides else source
-            schema.validate(self._plain_tree(self._cfg, with_overrides), self.kind, source=with_overrides)
-
-    @staticmethod
-    def _plain_tree(cfg: DictConfig, source: str) -> dict:
-        try:
-            return OmegaConf.to_container(cfg, resolve=True)
-        except OmegaConfBaseException as error:  # e.g. a broken ${...} interpolation
-            raise ConfigurationError(f"{source}: {error}") from error
+            # Overrides cannot add unknown keys, so those come from the file; a wrong value may come from either.
+            source = f"{self.path} with overrides {' '.join(self.overrides)}" if self.overrides else str(self.path)
+            try:
+                tree = OmegaConf.to_container(self._cfg, resolve=True)
+            except OmegaConfBaseException as error:  # e.g. a broken ${...} interpolation
+                raise ConfigurationError(f"{source}: {error}") from error
+            schema.validate(tree, self.kind, source=source)
 
     def completed(self) -> dict:
         """The whole config as plain dicts with every absent optional key at its schema default."""

@@ -12,7 +12,8 @@ optional, marked `added`, and defaults to the original's behaviour. Keys the ori
 - `validate(tree, kind, section, source)` raises ConfigurationError listing every unknown key (with close matches),
   missing required key and mistyped value, each by its dotted path and with the file (`source`) named;
 - `complete(section, mapping, kind)` validates a section and returns it as plain dicts with every default filled,
-  so that code reads `config["latent_scale"]` instead of `config.get("latent_scale", 1.0)`;
+  so that code reads `config["latent_scale"]` instead of `config.get("latent_scale", 1.0)`; `defaults(kind,
+  section)` gives a section's defaults alone;
 - `locate(kind, dotted)` says whether a dotted key belongs to the schema (for command-line overrides);
 - `markdown()` is the README's config reference (`python -m lutils.schema --markdown`).
 """
@@ -31,9 +32,11 @@ from typing import Any, Dict, List, Optional, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lutils.errors import CageError
 
-class ConfigurationError(ValueError):
-    """A configuration file, mapping or override that cannot be used."""
+
+class ConfigurationError(CageError, ValueError):
+    """A configuration file, mapping or override that cannot be used (also importable from lutils.configuration)."""
 
 
 class Inherited:
@@ -568,6 +571,12 @@ def _filled_section(cls: type, node: Mapping) -> dict:
         elif _has_default(f) and not isinstance(f.default, Inherited):
             out[name] = _filled(tp, _default(f))
     return out
+
+
+def defaults(kind: str = "cage", section: str = "") -> dict:
+    """{key: default} of every key of a section that has a default (sections with defaults filled in); the keys
+    whose default comes from elsewhere (dino_arch's) are left out."""
+    return _filled_section(section_type(kind, section), {})
 
 
 def complete(section: str, mapping: Any, kind: str = "cage", source: Optional[str] = None) -> dict:

@@ -213,6 +213,13 @@ def test_shipped_config_has_exactly_the_spec_keys(name):
     assert type(weight) is float and weight > 0
 
 
+def test_schema_has_every_key_of_the_spec():
+    """Spec section 1.2's key table is covered by lutils/schema.py (which adds our optional keys)."""
+    from lutils import schema
+
+    assert [key for key in sorted(KNOWN_KEYS) if schema.locate("cage", key) != "key"] == []
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_shipped_config_feature_dim(name):
     cfg = Configuration(CONFIGS / f"{name}.yaml")
