@@ -1,4 +1,7 @@
-"""Checkpoint files: safe loading, key normalisation, strict loading with a readable diff, atomic saving."""
+"""Checkpoint files: safe loading, key surgery (DDP prefixes, the original's legacy names and dead weights, the EMA
+swap, the export back to the original's layout), strict loading with a readable diff, atomic saving.
+
+Every rule about which keys a checkpoint may hold and how they map onto our modules lives here."""
 from __future__ import annotations
 
 import pickle
@@ -64,6 +67,52 @@ def strip_prefix(state_dict: Mapping, prefix: str = "module.") -> dict:
 def select_prefix(state_dict: Mapping, prefix: str) -> dict:
     """The entries under `prefix`, with the prefix removed."""
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+# Key surgery ------------------------------------------------------------------------------------------------------
+DDP_PREFIX = "module."
+LEGACY_RENAMES = {"dino_project_in": "feats_project_in"}  # the original's older name of the control projection
+LEGACY_UNUSED_PREFIXES = ("time_projection.",)  # regressor-relative: the original's dead time_projection weights
+TIME_PROJECTION_HIDDEN = 256  # the original's time_projection: Linear(1, 256) - ReLU - Linear(256, inner_dim)
+
+
+def legacy_unused_keys(state_dict: Mapping, prefix: str = "vector_field_regressor.") -> list:
+    """Keys of the original's dead regressor weights under `prefix` (dropped on load)."""
+    return [key for key in state_dict if key.startswith(tuple(prefix + p for p in LEGACY_UNUSED_PREFIXES))]
+
+
+def cage_state_dict(content: object, path: str | Path, use_ema: bool = True) -> tuple:
+    """(state dict in our key layout, EMA updates used or None) of a loaded CAGE checkpoint.
+
+    Accepts `{"model": state_dict}` or a bare state dict, with or without DDP's prefix and with the original's legacy
+    names and dead weights; files of our trainer also hold EMA weights (`{"ema": {"shadow": ...}}`), which replace
+    the raw ones unless `use_ema=False`.
+    """
+    state = extract_state_dict(content, path, keys=("model",))
+    ema = content.get("ema") if isinstance(content, Mapping) and use_ema else None
+    if ema is not None:
+        state.update(ema["shadow"])
+    if any(key.startswith(DDP_PREFIX) for key in state):
+        state = strip_prefix(state, DDP_PREFIX)
+    for old, new in LEGACY_RENAMES.items():
+        state = {key.replace(old, new): value for key, value in state.items()}
+    for key in legacy_unused_keys(state):
+        del state[key]
+    return state, (ema["num_updates"] if ema is not None else None)
+
+
+def export_for_original(model_state: Mapping, inner_dim: int, ema: Optional[Mapping] = None) -> dict:
+    """`{"model": state_dict}` that the original code's strict Model.load_from_ckpt accepts: EMA weights optionally
+    swapped in, and the original's unused `time_projection` weights re-added as zeros."""
+    state = dict(model_state)
+    if ema is not None:
+        state.update(ema)
+    prefix = "vector_field_regressor." + LEGACY_UNUSED_PREFIXES[0]
+    state[prefix + "0.weight"] = torch.zeros(TIME_PROJECTION_HIDDEN, 1)
+    state[prefix + "0.bias"] = torch.zeros(TIME_PROJECTION_HIDDEN)
+    state[prefix + "2.weight"] = torch.zeros(inner_dim, TIME_PROJECTION_HIDDEN)
+    state[prefix + "2.bias"] = torch.zeros(inner_dim)
+    return {"model": state}
 
 
 def key_diff(expected: Mapping, given: Mapping, limit: int = 20) -> Optional[str]:

@@ -11,24 +11,21 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from lutils.configuration import to_plain
+from lutils.configuration import ConfigurationError, to_plain
 from lutils.dict_wrapper import DictWrapper
 from model import rng
 from model.autoencoder import build_autoencoder
-from model.checkpoint import CheckpointError, extract_state_dict, key_diff, load_file, strip_prefix
+from model.checkpoint import CheckpointError, cage_state_dict, key_diff, load_file
+from model.corruption import Corruption, CorruptionSetting
 from model.dino import build_dino
 from model.flow_matching import FlowPath
-from model.regressor import LEGACY_UNUSED_PREFIXES, VectorFieldRegressor
+from model.regressor import VectorFieldRegressor
 
 log = logging.getLogger(__name__)
 
-CROP_SCALE_RANGE = (0.5, 1.0)  # per axis, anisotropic
-CROP_SHIFT_RANGE = (-0.75, 0.75)
-INVERSE_EPS = 1e-9
 REGRESSOR_KEYS = (
     "state_size", "state_res", "inner_dim", "depth", "mid_depth", "fc_dim", "num_heads", "dropout",
     "max_relative_position", "masking_ratio", "causal",
@@ -37,6 +34,11 @@ REGRESSOR_KEYS = (
 
 class Model(nn.Module):
     """CAGE: encode frames, extract control features, and predict flow-matching velocities in latent space."""
+
+    feats_select_prob = CorruptionSetting()
+    no_context_p = CorruptionSetting()
+    no_reference_p = CorruptionSetting()
+    no_scale_inv = CorruptionSetting()
 
     def __init__(self, config: Mapping):
         super().__init__()
@@ -47,10 +49,9 @@ class Model(nn.Module):
         self.num_target_frames = int(config["num_target_frames"])
         self.num_context_frames = int(config["num_context_frames"])
         self.num_frames = self.num_context_frames + 1 + self.num_target_frames
-        self.no_context_p = float(config["no_context_p"])
-        self.no_reference_p = float(config["no_reference_p"])
-        self.feats_select_prob = float(config["feats_select_prob"])
-        self.no_scale_inv = bool(config.get("no_scale_inv", False))
+        # frames, crops, revealed controls and dropped conditioning of training examples (model/corruption.py)
+        self.corruption = Corruption(self.num_context_frames, self.num_target_frames, config["feats_select_prob"],
+                                     config["no_context_p"], config["no_reference_p"], config.get("no_scale_inv", False))
         # Latents are multiplied by this after encoding (divided before decoding) so that they have about the unit
         # variance of the flow's noise. 1 (the original's behaviour) unless the config sets it, e.g. for our VQVAE.
         self.latent_scale = float(config.get("latent_scale", 1.0))
@@ -68,12 +69,30 @@ class Model(nn.Module):
         self.dino = build_dino(config)
         vfr = config["vector_field_regressor"]
         self.state_res = tuple(int(v) for v in vfr["state_res"])
+        if int(vfr["state_size"]) != self.ae.latent_channels:
+            raise ConfigurationError(
+                f"model.vector_field_regressor.state_size is {vfr['state_size']}, but the autoencoder "
+                f"(model.autoencoder, type {config['autoencoder'].get('type')!r}) has {self.ae.latent_channels} latent "
+                f"channels: set state_size to {self.ae.latent_channels}")
         self.vector_field_regressor = VectorFieldRegressor(
             **{key: vfr[key] for key in REGRESSOR_KEYS},
             feats_dim=self.feats_dim,
             num_frames=self.num_frames,
             attention=vfr.get("attention", "sdpa"),
         )
+
+    def check_frame_size(self, crop_size: int, source: str = "data.crop_size") -> None:
+        """Frames of crop_size pixels must encode to the state_res latent grid (crop size / the autoencoder's
+        downsampling); fails naming the key to fix instead of deep inside the regressor."""
+        factor = self.ae.downsample_factor
+        grid = (int(crop_size) // factor,) * 2
+        if int(crop_size) % factor or grid != self.state_res:
+            raise ConfigurationError(
+                f"{source} is {crop_size}, which the autoencoder (downsampling {factor}) encodes to a "
+                f"{int(crop_size) / factor:g} x {int(crop_size) / factor:g} grid, but "
+                f"model.vector_field_regressor.state_res is {list(self.state_res)}: set state_res to "
+                f"[{int(crop_size) // factor}, {int(crop_size) // factor}] or crop_size to "
+                f"{self.state_res[0] * factor}")
 
     @property
     def feats_dim(self) -> int:
@@ -107,59 +126,28 @@ class Model(nn.Module):
         feats = self.dino.get_features(x, self.num_dino_layers, self.state_res)
         return feats if flat else rearrange(feats, "(b l) f h w -> b l f h w", b=frames.shape[0])
 
-    def sparsify(self, allowed: torch.Tensor, select_prob: Optional[float] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Control masks: each cell revealed with probability select_prob * allowed (same shape as `allowed`)."""
-        prob = self.feats_select_prob if select_prob is None else select_prob
-        draw = rng.uniform(allowed.shape, 0.0, 1.0, allowed.device, generator)
-        return (draw < prob * allowed).to(allowed.dtype)
-
     # Training step -----------------------------------------------------------------------------------------------
     def sample_frame_indices(self, batch: int, num_observations: int, device=None,
                              generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """[b l] clip indices: sorted context frames in [0, r), reference r in [Cc, O-T-1], targets r+1 .. r+T."""
-        cc, t = self.num_context_frames, self.num_target_frames
-        if num_observations < cc + t + 1:
-            raise ValueError(f"need at least {cc + t + 1} observations per clip, got {num_observations}")
-        gen_device = rng.draw_device(generator, "cpu")
-        reference = torch.randint(cc, num_observations - t, (batch,), device=gen_device, generator=generator)
-        context = (torch.rand(batch, cc, device=gen_device, generator=generator) * reference[:, None]).long()
-        context = context.sort(dim=1).values
-        targets = reference[:, None] + torch.arange(1, t + 1, device=gen_device)
-        return torch.cat([context, reference[:, None], targets], dim=1).to(device)
+        """`Corruption.frame_indices`: [b l] clip indices of context, reference and targets."""
+        return self.corruption.frame_indices(batch, num_observations, device, generator)
 
     def random_crops(self, count: int, device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """[count 4] crop parameters (s_x, s_y, t_x, t_y): scales U[0.5,1) and shifts U[-0.75,0.75) per axis."""
-        if self.no_scale_inv:
-            return torch.tensor([1.0, 1.0, 0.0, 0.0], device=device).expand(count, 4).clone()
-        scales = rng.uniform((count, 2), *CROP_SCALE_RANGE, device, generator)
-        shifts = rng.uniform((count, 2), *CROP_SHIFT_RANGE, device, generator)
-        return torch.cat([scales, shifts], dim=1)
+        """`Corruption.random_crops`: [count 4] crop parameters."""
+        return self.corruption.random_crops(count, device, generator)
 
     def control_features(self, frames: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple:
-        """Features of randomly cropped frames warped back to the full frame: (feats [n F h w], allowed [n 1 h w]).
+        """`Corruption.control_features` with this model's features: (feats [n F h w], allowed [n 1 h w])."""
+        return self.corruption.control_features(frames, self.get_features, generator)
 
-        frames [n 3 H W]; `allowed` marks the latent cells that the crop window covers.
-        """
-        n = frames.shape[0]
-        s_x, s_y, t_x, t_y = self.random_crops(n, frames.device, generator).unbind(1)
-        zero = torch.zeros_like(s_x)
-        crop = torch.stack([torch.stack([s_x, zero, t_x], 1), torch.stack([zero, s_y, t_y], 1)], 1)  # [n 2 3]
-        grid = F.affine_grid(crop, list(frames.shape), align_corners=False)
-        cropped = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        feats = self.get_features(cropped)  # [n F h w]
-        inv_x, inv_y = 1.0 / (s_x + INVERSE_EPS), 1.0 / (s_y + INVERSE_EPS)
-        inverse = torch.stack([torch.stack([inv_x, zero, -t_x * inv_x], 1), torch.stack([zero, inv_y, -t_y * inv_y], 1)], 1)
-        h, w = feats.shape[-2:]
-        # The grid is built and sampled in fp32 whatever the features' dtype: a bf16 grid coordinate can round
-        # across a cell boundary, and nearest sampling would then copy a neighbouring cell. The round trip of
-        # the features through fp32 is exact.
-        with torch.autocast(feats.device.type, enabled=False):  # autocast would run affine_grid's bmm in bf16
-            back = F.affine_grid(inverse.float(), [n, feats.shape[1], h, w], align_corners=False)
-            sampled = F.grid_sample(feats.float(), back, mode="nearest", padding_mode="zeros", align_corners=False)
-            ones = torch.ones(n, 1, h, w, device=feats.device, dtype=torch.float32)
-            allowed = F.grid_sample(ones, back, mode="nearest", padding_mode="zeros", align_corners=False)
-        return sampled.to(feats.dtype), allowed.to(feats.dtype)
+    def sparsify(self, allowed: torch.Tensor, select_prob: Optional[float] = None,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """`Corruption.sparsify`: each allowed cell revealed with probability select_prob (feats_select_prob)."""
+        return self.corruption.sparsify(allowed, select_prob, generator)
+
+    def drop_conditioning(self, inputs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """`Corruption.drop_conditioning`: context / reference latents replaced by noise per sample."""
+        return self.corruption.drop_conditioning(inputs, generator)
 
     def forward(self, observations: torch.Tensor, generator: Optional[torch.Generator] = None,
                 latents: Optional[torch.Tensor] = None, features: Optional[torch.Tensor] = None) -> DictWrapper:
@@ -174,7 +162,7 @@ class Model(nn.Module):
         no_scale_inv, where no crop changes them); with both, `observations` may be a placeholder [b O ...].
         """
         b, num_obs = observations.shape[:2]
-        device, cc, t = observations.device, self.num_context_frames, self.num_target_frames
+        device, t = observations.device, self.num_target_frames
         indices = self.sample_frame_indices(b, num_obs, device, generator)  # [b l]
         batch_index = torch.arange(b, device=device)[:, None]
         frames = observations[batch_index, indices]  # [b l 3 H W]
@@ -195,7 +183,7 @@ class Model(nn.Module):
         masks = self.sparsify(allowed, generator=generator)
 
         noise = rng.normal(latents.shape, latents.device, generator, dtype=latents.dtype)
-        timestamps = self.path.sample_timestamps(b, self.num_frames, cc + 1, self.same_t,
+        timestamps = self.path.sample_timestamps(b, self.num_frames, self.corruption.num_clean, self.same_t,
                                                  device=rng.draw_device(generator, device), generator=generator).to(device)
         inputs = self.path.interpolate(latents, noise, timestamps)
         targets = self.path.target_velocity(latents, noise)
@@ -208,20 +196,6 @@ class Model(nn.Module):
             selected_masks=kept[:, -t:],
             num_controls=masks.sum(dim=(2, 3, 4)).float().mean(),
         )
-
-    def drop_conditioning(self, inputs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Per sample: with no_context_p replace the context latents by noise, and then with no_reference_p also the
-        reference latent (the original draws one coin per batch; per sample has the same expectation, less variance)."""
-        b, cc = inputs.shape[0], self.num_context_frames
-        drop_context = rng.uniform((b,), 0.0, 1.0, inputs.device, generator) < self.no_context_p
-        drop_reference = drop_context & (rng.uniform((b,), 0.0, 1.0, inputs.device, generator) < self.no_reference_p)
-        replaced = rng.normal(inputs[:, : cc + 1].shape, inputs.device, generator, dtype=inputs.dtype)
-        frame = torch.arange(inputs.shape[1], device=inputs.device)
-        drop = (frame[None, :] < cc) & drop_context[:, None] | (frame[None, :] == cc) & drop_reference[:, None]  # [b l]
-        drop = drop[:, : cc + 1, None, None, None]
-        inputs = inputs.clone()
-        inputs[:, : cc + 1] = torch.where(drop, replaced.to(inputs.dtype), inputs[:, : cc + 1])
-        return inputs
 
     # Inference ---------------------------------------------------------------------------------------------------
     def predict_vector_field(self, x: torch.Tensor, t: torch.Tensor, indices: torch.Tensor, feats: torch.Tensor,
@@ -236,17 +210,9 @@ class Model(nn.Module):
         prefix and the legacy `dino_project_in` name. Regressor keys must match exactly; `ae.*` and `dino.*` are
         loaded when the file has them (all of them) and otherwise left as they are. Checkpoints of our trainer also
         hold EMA weights, which are used unless `use_ema=False`."""
-        content = load_file(path, trust=trust)
-        state = extract_state_dict(content, path, keys=("model",))
-        ema = content.get("ema") if isinstance(content, Mapping) and use_ema else None
-        if ema is not None:
-            state.update(ema["shadow"])
-            log.info("%s: using the EMA weights (%d updates)", path, ema["num_updates"])
-        if any(key.startswith("module.") for key in state):
-            state = strip_prefix(state, "module.")
-        state = {key.replace("dino_project_in", "feats_project_in"): value for key, value in state.items()}
-        legacy = tuple("vector_field_regressor." + p for p in LEGACY_UNUSED_PREFIXES)
-        state = {key: value for key, value in state.items() if not key.startswith(legacy)}
+        state, ema_updates = cage_state_dict(load_file(path, trust=trust), path, use_ema)
+        if ema_updates is not None:
+            log.info("%s: using the EMA weights (%d updates)", path, ema_updates)
         expected = self.state_dict()
         skipped = [section for section in ("ae.", "dino.") if not any(key.startswith(section) for key in state)]
         expected = {key: value for key, value in expected.items() if not key.startswith(tuple(skipped))}

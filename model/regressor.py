@@ -11,11 +11,11 @@ from einops import rearrange, repeat
 from torch import nn
 
 from model import rng
+from model.checkpoint import legacy_unused_keys
 from model.attention import CrossAttentionLayer, RelativeAttentionLayer, TimeDependentAttentionLayer
 from model.embeddings import PositionEncoding2D, timestamp_embedding
 
 # Dead weights of the original (`time_projection`, never used in forward): dropped here, ignored when loading.
-LEGACY_UNUSED_PREFIXES = ("time_projection.",)
 
 
 class PassThrough(nn.Module):
@@ -161,6 +161,6 @@ class VectorFieldRegressor(nn.Module):
         return pos.detach() + self.feats_project_in(feats)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        for key in [k for k in state_dict if k.startswith(tuple(prefix + p for p in LEGACY_UNUSED_PREFIXES))]:
+        for key in legacy_unused_keys(state_dict, prefix):
             state_dict.pop(key)  # the original's dead time_projection weights
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)

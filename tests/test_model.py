@@ -246,3 +246,33 @@ def test_latent_scale_scales_encode_and_undoes_it_in_decode(tiny_model, golden_d
     assert torch.allclose(scaled.decode(scaled.encode(frames)), tiny_model.decode(tiny_model.encode(frames)), atol=1e-6)
     with pytest.raises(ValueError, match="latent_scale"):
         Model(Configuration.from_dict(config.to_dict(), ["model.latent_scale=0"])["model"])
+
+
+def test_inconsistent_config_names_the_key_to_fix(golden_dir):
+    overrides = ["model.autoencoder.ckpt_path=", "+model.autoencoder.random_init=true", "+model.dino_random_init=true"]
+    config = Configuration(golden_dir / "tiny_ldm" / "config.yaml", [*overrides, "model.vector_field_regressor.state_size=8"])
+    with pytest.raises(ValueError, match=r"state_size is 8.*4 latent channels: set state_size to 4"):
+        Model(config["model"])
+    model = Model(Configuration(golden_dir / "tiny_ldm" / "config.yaml", overrides)["model"])
+    model.check_frame_size(32)  # tiny_ldm: 32 px, downsampling 4 -> the 8 x 8 state_res
+    with pytest.raises(ValueError, match=r"data.crop_size is 64.*state_res is \[8, 8\]: set state_res to \[16, 16\]"):
+        model.check_frame_size(64)
+    with pytest.raises(ValueError, match="crop_size to 32"):
+        model.check_frame_size(30)
+
+
+def test_export_for_original_round_trips_through_the_key_surgery(golden_dir, tmp_path):
+    from model.checkpoint import cage_state_dict, export_for_original
+
+    state = torch.load(golden_dir / "tiny_ldm" / "model.pth", weights_only=True)["model"]
+    ours = {k: v for k, v in state.items() if "time_projection" not in k}
+    shadow = {"vector_field_regressor.msk_token": torch.full_like(ours["vector_field_regressor.msk_token"], 3.0)}
+    exported = export_for_original(ours, inner_dim=64, ema=shadow)["model"]
+    assert {k: tuple(v.shape) for k, v in exported.items()} == {k: tuple(v.shape) for k, v in state.items()}
+    back, updates = cage_state_dict({"model": exported}, "exported.pth")
+    assert updates is None and set(back) == set(ours)
+    assert torch.equal(back["vector_field_regressor.msk_token"], shadow["vector_field_regressor.msk_token"])
+    with_ema, updates = cage_state_dict({"model": ours, "ema": {"shadow": shadow, "num_updates": 7}}, "run.pth")
+    assert updates == 7 and torch.equal(with_ema["vector_field_regressor.msk_token"], shadow["vector_field_regressor.msk_token"])
+    raw, updates = cage_state_dict({"model": ours, "ema": {"shadow": shadow, "num_updates": 7}}, "run.pth", use_ema=False)
+    assert updates is None and torch.equal(raw["vector_field_regressor.msk_token"], ours["vector_field_regressor.msk_token"])

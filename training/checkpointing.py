@@ -63,18 +63,3 @@ def load_training_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict) or "model" not in state or "global_step" not in state:
         raise CheckpointError(f"{path}: not a training checkpoint (needs 'model' and 'global_step')")
     return state
-
-
-def export_for_original(model_state: dict, inner_dim: int, ema: Optional[dict] = None) -> dict:
-    """`{"model": state_dict}` that the original code's strict Model.load_from_ckpt accepts: EMA weights optionally
-    swapped in, and the original's unused `time_projection` weights (Linear(1,256)-ReLU-Linear(256,D)) re-added as
-    zeros."""
-    state = dict(model_state)
-    if ema is not None:
-        state.update(ema)
-    prefix = "vector_field_regressor.time_projection."
-    state[prefix + "0.weight"] = torch.zeros(256, 1)
-    state[prefix + "0.bias"] = torch.zeros(256)
-    state[prefix + "2.weight"] = torch.zeros(inner_dim, 256)
-    state[prefix + "2.bias"] = torch.zeros(inner_dim)
-    return {"model": state}

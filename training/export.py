@@ -1,13 +1,16 @@
 """Export a training checkpoint to a file the original CAGE code loads:
-`python -m training.export runs/<run>/checkpoints/latest.pth --out model.pth [--no-ema]`."""
+`python -m training.export runs/<run>/checkpoints/latest.pth --out model.pth [--no-ema]`.
+
+Exit status: 0 done, 1 a checkpoint that cannot be exported (one `error:` line), 2 bad command line."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from model.checkpoint import CheckpointError, save_file
-from training.checkpointing import export_for_original, load_training_checkpoint
+from lutils.errors import CageError, report
+from model.checkpoint import CheckpointError, export_for_original, save_file
+from training.checkpointing import load_training_checkpoint
 
 
 def main(argv=None) -> int:
@@ -18,12 +21,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         state = load_training_checkpoint(Path(args.checkpoint))
-        inner_dim = int(state["config"]["model"]["vector_field_regressor"]["inner_dim"])
-        ema = None if args.no_ema else state["ema"]["shadow"]
+        try:
+            inner_dim = int(state["config"]["model"]["vector_field_regressor"]["inner_dim"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{args.checkpoint}: no model.vector_field_regressor.inner_dim in the config it "
+                                  f"stores ({type(error).__name__}: {error}); not written by train.py?") from error
+        ema = None
+        if not args.no_ema:
+            if not isinstance(state.get("ema"), dict) or "shadow" not in state["ema"]:
+                raise CheckpointError(f"{args.checkpoint}: holds no EMA weights; export the raw ones with --no-ema")
+            ema = state["ema"]["shadow"]
         out = save_file(export_for_original(state["model"], inner_dim, ema), args.out)
-    except (CheckpointError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except CageError as error:
+        return report(error)
     print(f"wrote {out} ({'EMA' if ema is not None else 'raw'} weights, step {state['global_step']}): "
           f"{{'model': state_dict}} with the original's key names")
     return 0

@@ -23,7 +23,9 @@ class Trainer(BaseTrainer):
 
     def build_model(self) -> Model:
         self.loss_weight = float(self.config["training"]["loss_weights"]["flow_matching_loss"])
-        return Model(self.config["model"])
+        model = Model(self.config["model"])
+        model.check_frame_size(self.config["data"]["crop_size"])
+        return model
 
     def check_weights(self) -> None:
         for part in (self.model.ae, self.model.dino):
