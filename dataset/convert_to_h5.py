@@ -1,23 +1,26 @@
 """Convert frame folders or video files into CAGE HDF5 shards, one folder per split.
 
 Frame folders (the original input layout):
-    python dataset/convert_to_h5.py --data_dir FRAMES --out_dir OUT --image_size 128 --extension png
+    python dataset/convert_to_h5.py --data-dir FRAMES --out-dir OUT --image-size 128 --extension png
     FRAMES/{train,val,test}/<video>/<frame>.png, frames sorted by file name.
 
 Video files (mp4, avi, mov, mkv, webm), decoded with PyAV:
-    python dataset/convert_to_h5.py --data_dir VIDEOS --out_dir OUT --fps 10 --target_size 128 128
-    VIDEOS/{train,val,test}/**/<video>.mp4, or a flat VIDEOS/**/<video>.mp4 split by --split_ratios.
+    python dataset/convert_to_h5.py --data-dir VIDEOS --out-dir OUT --fps 10 --target-size 128 128
+    VIDEOS/{train,val,test}/**/<video>.mp4, or a flat VIDEOS/**/<video>.mp4 split by --split-ratios.
 
+The original's spelling of the flags (--data_dir, --out_dir, --image_size, ...) works as well.
 Every split is written to OUT/<split>/shard_0001.hdf5 ... with a manifest.json. See docs/data-format.md.
+Exit status: 0 done, 1 bad input or output (one `error:` line), 2 bad command line, 130 interrupted.
 """
 import os
 import sys
 
 if __name__ == "__main__" and not __package__:
-    # Run as a script: this folder must not shadow the standard library (dataset/inspect.py), the root must import.
+    # Run as a file (`python dataset/convert_to_h5.py`, the original's command): Python puts this folder first on
+    # sys.path, where dataset/inspect.py would hide the standard library's inspect. Take it off; the project itself
+    # is installed (pip install -e .), so `dataset` imports as usual.
     _here = os.path.dirname(os.path.abspath(__file__))
     sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(_here))
 
 import argparse
 import random
@@ -31,12 +34,14 @@ from typing import Callable, Iterable, Iterator, Optional
 from tqdm import tqdm
 
 from dataset.h5 import COMPRESSIONS, LAYOUTS, SplitWriter, commit_splits
+from dataset.staging import remove_stale
 from dataset.video_io import RESIZE_MODES, VIDEO_EXTENSIONS, DecodeError, read_frame_folder, read_video
+from lutils.errors import EXIT_INTERRUPTED, CageError, report
 
 SPLITS = ("train", "val", "test")
 
 
-class ConversionError(RuntimeError):
+class ConversionError(CageError, RuntimeError):
     """Input that cannot be converted; the message names the path and what was expected."""
 
 
@@ -73,13 +78,18 @@ def find_video_files(folder: Path, extensions: Iterable[str]) -> list:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 
-def split_by_ratios(files: list, ratios: list, seed: int, flag: str = "--split_ratios", what: str = "video") -> dict:
+def check_ratios(ratios: list, flag: str = "--split-ratios") -> None:
+    """Refuse split ratios that cannot split anything (`flag` words the error for the calling tool)."""
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
+        raise ConversionError(f"{flag} needs three non-negative numbers (train val test), got {ratios}")
+
+
+def split_by_ratios(files: list, ratios: list, seed: int, flag: str = "--split-ratios", what: str = "video") -> dict:
     """Deterministic random split of a sorted file list into train/val/test by ratios.
 
     `flag` and `what` only word the errors for the calling tool (its option name, what the items are).
     """
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
-        raise ConversionError(f"{flag} needs three non-negative numbers (train val test), got {ratios}")
+    check_ratios(ratios, flag)
     shuffled = list(files)
     random.Random(seed).shuffle(shuffled)
     total = sum(ratios)
@@ -151,7 +161,7 @@ def convert_split(
             progress.update()
             if error is not None:
                 if not args.skip_bad:
-                    raise ConversionError(f"{error} (video '{name}' of split '{split}'; --skip_bad skips such videos)")
+                    raise ConversionError(f"{error} (video '{name}' of split '{split}'; --skip-bad skips such videos)")
                 tqdm.write(f"warning: skipping video '{name}': {error}", file=sys.stderr)
                 skipped.append({"name": name, "error": error})
                 continue
@@ -181,51 +191,69 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
-    parser.add_argument("--data_dir", required=True, help="input folder (frame folders or video files)")
-    parser.add_argument("--out_dir", required=True, help="output folder; each split goes to OUT/<split>/")
+    # Each flag's second name is its underscore spelling (the original's --data_dir, --out_dir, --image_size).
+    parser.add_argument("--data-dir", "--data_dir", required=True, help="input folder (frame folders or video files)")
+    parser.add_argument("--out-dir", "--out_dir", required=True, help="output folder; each split goes to OUT/<split>/")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--image_size", type=int, help="resize every frame to N x N (the original's flag)")
-    size.add_argument("--target_size", type=int, nargs=2, metavar=("W", "H"), help="resize every frame to W x H")
-    parser.add_argument("--resize_mode", choices=RESIZE_MODES, default="squash",
+    size.add_argument("--image-size", "--image_size", type=int, help="resize every frame to N x N (the original's flag)")
+    size.add_argument("--target-size", "--target_size", type=int, nargs=2, metavar=("W", "H"),
+                      help="resize every frame to W x H")
+    parser.add_argument("--resize-mode", "--resize_mode", choices=RESIZE_MODES, default="squash",
                         help="squash (ignore aspect, like the original) or center_crop to the target aspect first")
     parser.add_argument("--extension", help="frame file extension, e.g. png (frame-folder input)")
     parser.add_argument("--mode", choices=("auto", "frames", "videos"), default="auto",
                         help="input kind; auto picks videos when video files are found")
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
                         help="splits to convert when the input has split folders (default: all three)")
-    parser.add_argument("--split_ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VAL", "TEST"),
-                        help="split of a flat folder of video files (default 0.8 0.1 0.1)")
-    parser.add_argument("--split_seed", type=int, default=0, help="seed of the random split of a flat folder")
+    parser.add_argument("--split-ratios", "--split_ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1],
+                        metavar=("TRAIN", "VAL", "TEST"), help="split of a flat folder of video files (default 0.8 0.1 0.1)")
+    parser.add_argument("--split-seed", "--split_seed", type=int, default=0, help="seed of the random split of a flat folder")
     parser.add_argument("--fps", type=float, help="video input: resample to this frame rate (default: every frame)")
-    parser.add_argument("--max_frames", type=int, help="video input: keep at most this many frames per video")
-    parser.add_argument("--video_extensions", nargs="+", default=list(VIDEO_EXTENSIONS))
+    parser.add_argument("--max-frames", "--max_frames", type=int,
+                        help="video input: keep at most this many frames per video")
+    parser.add_argument("--video-extensions", "--video_extensions", nargs="+", default=list(VIDEO_EXTENSIONS))
     parser.add_argument("--sort", choices=("name", "natural"), default="name",
                         help="frame order: by file name (the original) or natural (frame_2 before frame_10)")
     parser.add_argument("--layout", choices=LAYOUTS, default="chunked",
                         help="chunked (ours, fast reads) or original (readable by the original CAGE code)")
     parser.add_argument("--compression", choices=COMPRESSIONS, default="none",
                         help="chunked layout: compression of the frame chunks (original layout is always lzf)")
-    parser.add_argument("--num_per_shard", type=int, default=100000, help="videos per shard file")
+    parser.add_argument("--num-per-shard", "--num_per_shard", type=int, default=100000, help="videos per shard file")
     parser.add_argument("--processes", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
-    parser.add_argument("--skip_bad", action="store_true", help="skip unreadable videos (listed in manifest.json)")
+    parser.add_argument("--skip-bad", "--skip_bad", action="store_true",
+                        help="skip unreadable videos (listed in manifest.json)")
     parser.add_argument("--force", action="store_true", help="replace existing output split folders")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
+def check_flag_values(args: argparse.Namespace) -> None:
+    """Refuse flag values that cannot work whatever the input; raises ConversionError (a bad command line)."""
+    sizes = [args.image_size] if args.image_size is not None else list(args.target_size or [])
+    if any(n < 1 for n in sizes):
+        raise ConversionError(f"image size must be positive, got {' '.join(map(str, sizes))}")
+    if args.fps is not None and not args.fps > 0:
+        raise ConversionError(f"--fps must be a positive frame rate, got {args.fps}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConversionError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if args.num_per_shard < 1:
+        raise ConversionError(f"--num-per-shard must be at least 1, got {args.num_per_shard}")
+    if args.processes < 1:
+        raise ConversionError(f"--processes must be at least 1, got {args.processes}")
+    check_ratios(args.split_ratios)
+
+
 def plan(args: argparse.Namespace) -> tuple:
     """Check the input and list the work: ({split: [(name, reader args)]}, reader, mode, {split: [skipped]}).
 
-    Writes nothing. With --skip_bad, video folders without frames are left out and listed as skipped.
+    Writes nothing. With --skip-bad, video folders without frames are left out and listed as skipped.
     """
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
-        raise ConversionError(f"--data_dir is not a folder: {data_dir}")
+        raise ConversionError(f"--data-dir is not a folder: {data_dir}")
     if not any(data_dir.iterdir()):
-        raise ConversionError(f"--data_dir is empty: {data_dir}")
+        raise ConversionError(f"--data-dir is empty: {data_dir}")
     size = (args.image_size, args.image_size) if args.image_size else (tuple(args.target_size) if args.target_size else None)
-    if size is not None and min(size) < 1:
-        raise ConversionError(f"image size must be positive, got {size}")
     mode = args.mode
     video_files = find_video_files(data_dir, args.video_extensions) if mode != "frames" else []
     if mode == "auto":
@@ -285,10 +313,17 @@ def plan(args: argparse.Namespace) -> tuple:
 
 
 def main(argv: Optional[list] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_flag_values(args)
+    except ConversionError as error:
+        parser.error(str(error))
     try:
         work, reader, mode, skipped = plan(args)
         out_dir = Path(args.out_dir)
+        for split in SPLITS:  # hidden split folders of earlier runs that were killed midway
+            remove_stale(out_dir / split, lambda line: print(f"note: {line}", file=sys.stderr))
         if not args.force:
             for split in work:
                 if (out_dir / split).exists() and any((out_dir / split).iterdir()):
@@ -312,12 +347,11 @@ def main(argv: Optional[list] = None) -> int:
         for writer, manifest in converted:
             print(f"{manifest['split']}: {manifest['num_videos']} videos -> {writer.out_dir} "
                   f"({len(manifest['skipped'])} skipped, {manifest['seconds']} s)", file=sys.stderr)
-    except (ConversionError, DecodeError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except CageError as error:  # ConversionError, DecodeError, H5FormatError, OutputExistsError, ...
+        return report(error)
     except KeyboardInterrupt:
         print("interrupted: no partial split was written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 

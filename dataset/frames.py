@@ -10,8 +10,17 @@ import torch
 from PIL import Image
 
 from dataset.transforms import ClipTransform
+from lutils.errors import CageError
 
 H5_SPEC = re.compile(r"^(?P<path>.+?\.(?:h5|hdf5)|[^:]+)(?::(?P<video>\d+))?(?::(?P<frame>\d+))?$")
+
+
+class FrameSourceError(CageError, ValueError):
+    """A frame that cannot be had: no such video or frame in the HDF5 data, an unreadable image."""
+
+
+class FrameNotFoundError(CageError, FileNotFoundError):
+    """A frame source (image file or HDF5 data) that does not exist."""
 
 
 def load_frame(spec: str, input_size: int, crop_size: int, base_dir: Optional[Path] = None) -> torch.Tensor:
@@ -25,20 +34,20 @@ def load_frame(spec: str, input_size: int, crop_size: int, base_dir: Optional[Pa
         from dataset.video_dataset import VideoDataset
 
         if not path.exists():
-            raise FileNotFoundError(f"HDF5 data not found: {path} (from '{spec}')")
+            raise FrameNotFoundError(f"HDF5 data not found: {path} (from '{spec}')")
         video, frame = int(match.group("video") or 0), int(match.group("frame") or 0)
         data = VideoDataset(path, input_size, crop_size, frames_per_sample=1, random_time=False,
                             random_horizontal_flip=False)
         if not 0 <= video < data.num_videos:
-            raise ValueError(f"'{spec}': video {video} does not exist ({data.num_videos} videos in {path})")
+            raise FrameSourceError(f"'{spec}': video {video} does not exist ({data.num_videos} videos in {path})")
         if not 0 <= frame < data.video_length(video):
-            raise ValueError(f"'{spec}': frame {frame} does not exist (video {video} has {data.video_length(video)})")
+            raise FrameSourceError(f"'{spec}': frame {frame} does not exist (video {video} has {data.video_length(video)})")
         return transform(data.read_clip(video, frame))[0]
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path} (from '{spec}')")
+        raise FrameNotFoundError(f"image not found: {path} (from '{spec}')")
     try:
         with Image.open(path) as image:
             pixels = np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy for torch
     except OSError as error:
-        raise ValueError(f"{path}: cannot read image ({error})") from error
+        raise FrameSourceError(f"{path}: cannot read image ({error})") from error
     return transform(torch.from_numpy(pixels).permute(2, 0, 1)[None])[0]

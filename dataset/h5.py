@@ -23,6 +23,8 @@ from typing import Iterable, Optional, Sequence
 import h5py
 import numpy as np
 
+from dataset.staging import make_staging_dir
+from lutils.errors import CageError
 from lutils.io import temporary_path_for
 
 FORMAT_ATTR = "cage_format"
@@ -35,8 +37,16 @@ SHARD_SUFFIXES = (".hdf5", ".h5")
 COMPRESSIONS = ("none", "lzf", "gzip")
 
 
-class H5FormatError(ValueError):
+class H5FormatError(CageError, ValueError):
     """A file that is not a readable CAGE video HDF5 shard."""
+
+
+class DataNotFoundError(CageError, FileNotFoundError):
+    """A dataset path that does not exist, or a folder without HDF5 shards."""
+
+
+class OutputExistsError(CageError, FileExistsError):
+    """An output folder that already holds data (replace it with --force)."""
 
 
 def shard_name(index: int) -> str:
@@ -48,12 +58,12 @@ def list_shards(data_path: str | Path) -> list:
     """Sorted shard files of a split folder (*.hdf5 and *.h5), or the file itself."""
     data_path = Path(data_path)
     if not data_path.exists():
-        raise FileNotFoundError(f"dataset path does not exist: {data_path}")
+        raise DataNotFoundError(f"dataset path does not exist: {data_path}")
     if data_path.is_file():
         return [data_path]
     shards = sorted(p for p in data_path.iterdir() if p.suffix in SHARD_SUFFIXES and not p.name.startswith("."))
     if not shards:
-        raise FileNotFoundError(f"no HDF5 shards (*.hdf5, *.h5) in {data_path}")
+        raise DataNotFoundError(f"no HDF5 shards (*.hdf5, *.h5) in {data_path}")
     return shards
 
 
@@ -137,11 +147,6 @@ class VideoShard:
         if self.layout == CHUNKED and "names" in self.file:
             return [n.decode() if isinstance(n, bytes) else str(n) for n in self.file["names"][()]]
         return [str(v) for v in range(self.num_videos)]
-
-    def frame_shape(self, video: int) -> tuple:
-        if self.layout == CHUNKED:
-            return tuple(self._videos[str(video)].shape[1:])
-        return tuple(self.frames_root[str(video)]["0"].shape)
 
     def read(self, video: int, start: int, count: int, step: int = 1) -> np.ndarray:
         """Frames start, start+step, ... (count of them) of a video as uint8 [count H W 3]."""
@@ -266,8 +271,10 @@ class ShardWriter(_CommitOrAbort):
 class SplitWriter(_CommitOrAbort):
     """Writes one split folder of shards (shard_0001.hdf5, ...) with at most `num_per_shard` videos each.
 
-    Everything is written into a hidden temporary folder beside `out_dir`; `commit()` swaps it in place of
-    `out_dir` (which must be absent or empty unless `overwrite`), so readers never see a partial split.
+    Everything is written into a hidden staging folder beside `out_dir`; `commit()` swaps it in place of
+    `out_dir` (which must be absent or empty unless `overwrite`), so readers never see a partial split. The staging
+    folder is named after this process, so that a later run can tell and remove it if this one is killed
+    (dataset.staging.remove_stale).
     """
 
     def __init__(
@@ -282,13 +289,10 @@ class SplitWriter(_CommitOrAbort):
         if num_per_shard < 1:
             raise ValueError(f"num_per_shard must be >= 1, got {num_per_shard}")
         if self.out_dir.exists() and any(self.out_dir.iterdir()) and not overwrite:
-            raise FileExistsError(f"output folder is not empty: {self.out_dir} (use --force to replace it)")
+            raise OutputExistsError(f"output folder is not empty: {self.out_dir} (use --force to replace it)")
         self.layout, self.compression, self.num_per_shard = layout, compression, num_per_shard
         self.overwrite = overwrite
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_dir = temporary_path_for(self.out_dir)
-        self._tmp_dir.unlink()
-        self._tmp_dir.mkdir()
+        self._tmp_dir = make_staging_dir(self.out_dir)  # named after this process (dataset/staging.py)
         self._shard: Optional[ShardWriter] = None
         self.shards: list = []
         self.num_videos = 0
@@ -326,8 +330,7 @@ class SplitWriter(_CommitOrAbort):
             (self._tmp_dir / name).write_text(text)
         old = None
         if self.out_dir.exists():
-            old = temporary_path_for(self.out_dir)
-            old.unlink()
+            old = make_staging_dir(self.out_dir)  # an empty folder, replaced by the previous split
             os.replace(self.out_dir, old)
         os.replace(self._tmp_dir, self.out_dir)
         if old is not None:

@@ -1,7 +1,8 @@
-"""Inspect CAGE HDF5 video data: `python -m dataset.inspect PATH [--deep] [--frames_key KEY]`.
+"""Inspect CAGE HDF5 video data: `python -m dataset.inspect PATH [--deep] [--frames-key KEY]`.
 
 PATH is a dataset root (with train/val/test folders), a split folder of shards, or one shard file. Prints splits,
-videos, lengths, frame shapes, layout and compression, and flags problems; exits 1 when it finds any.
+videos, lengths, frame shapes, layout and compression, and flags problems; exits 1 when it finds any (or when PATH
+does not exist), 2 for a bad command line.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from dataset.h5 import CHUNKED, SHARD_SUFFIXES, H5FormatError, VideoShard, list_shards
+from dataset.h5 import CHUNKED, SHARD_SUFFIXES, DataNotFoundError, H5FormatError, VideoShard, list_shards
+from lutils.errors import EXIT_FAILURE, CageError, report
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -72,7 +74,7 @@ def inspect_shard(path: Path, frames_key: Optional[str] = None, deep: bool = Fal
 def inspect_path(path: Path, frames_key: Optional[str] = None, deep: bool = False) -> dict:
     """{split name: [shard reports]} for a root, a split folder or a single shard."""
     if not path.exists():
-        raise FileNotFoundError(f"no such file or folder: {path}")
+        raise DataNotFoundError(f"no such file or folder: {path}")
     if path.is_file():
         return {path.parent.name: [inspect_shard(path, frames_key, deep)]}
     splits = [path / s for s in SPLIT_NAMES if (path / s).is_dir()]
@@ -119,20 +121,20 @@ def format_report(result: dict) -> str:
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("path", help="dataset root, split folder or shard file")
-    parser.add_argument("--frames_key", help="frames group of original-layout files (EPIC: videos); auto-detected")
+    parser.add_argument("--frames-key", "--frames_key",
+                        help="frames group of original-layout files (EPIC: videos); auto-detected")
     parser.add_argument("--deep", action="store_true", help="decompress every frame to find corrupt data")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     try:
         result = inspect_path(Path(args.path), args.frames_key, args.deep)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except CageError as error:
+        return report(error)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     problems = sum(len(s["problems"]) for shards in result.values() for s in shards)
     if problems:
         print(f"{problems} problem(s) found", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     print("no problems found", file=sys.stderr)
     return 0
 

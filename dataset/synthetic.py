@@ -19,6 +19,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from lutils.errors import CageError
+
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {
     "red": (220, 40, 40),
@@ -174,7 +176,7 @@ GROUND_TRUTH_ARRAYS = {
 }
 
 
-class WorldError(ValueError):
+class WorldError(CageError, ValueError):
     """Impossible world settings (too many objects for the image, bad ranges, ...)."""
 
 

@@ -12,11 +12,12 @@ from torch.utils.data import Dataset
 
 from dataset.h5 import VideoShard, list_shards
 from dataset.transforms import ClipTransform
+from lutils.errors import CageError
 
 log = logging.getLogger(__name__)
 
 
-class ShortVideoError(ValueError):
+class ShortVideoError(CageError, ValueError):
     """A video with fewer frames than one clip needs."""
 
 

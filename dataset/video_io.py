@@ -7,11 +7,13 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from lutils.errors import CageError
+
 VIDEO_EXTENSIONS = ("mp4", "avi", "mov", "mkv", "webm")
 RESIZE_MODES = ("squash", "center_crop")
 
 
-class DecodeError(ValueError):
+class DecodeError(CageError, ValueError):
     """An image or video that cannot be read; the message names the file."""
 
 

@@ -1,4 +1,5 @@
-"""dataset/convert_to_h5.py: frame folders and video files -> HDF5 split folders, and every bad input."""
+"""dataset/convert_to_h5.py: frame folders and video files -> HDF5 split folders, every bad input, the flag
+spellings and exit statuses, and the staging folders that killed runs leave."""
 from __future__ import annotations
 
 import itertools
@@ -17,6 +18,7 @@ import dataset.convert_to_h5 as convert_mod
 from conftest import ROOT, random_video, write_frame_folders
 from dataset.convert_to_h5 import main, split_by_ratios
 from dataset.h5 import VideoShard, list_shards
+from dataset.staging import host_tag
 from dataset.video_dataset import VideoDataset
 from dataset.video_io import DecodeError, read_video
 
@@ -31,7 +33,7 @@ def run_cli(*args, processes: int = 1) -> int:
 
 
 def frames_cli(data_dir: Path, out_dir: Path, *extra, processes: int = 1) -> int:
-    return run_cli("--data_dir", data_dir, "--out_dir", out_dir, "--extension", "png", *extra, processes=processes)
+    return run_cli("--data-dir", data_dir, "--out-dir", out_dir, "--extension", "png", *extra, processes=processes)
 
 
 def read_split(split_dir: Path) -> tuple:
@@ -185,7 +187,7 @@ def test_only_requested_splits_are_written(tmp_path, rng):
 def test_image_size_and_target_size_resize_with_pil_bicubic(tmp_path, rng):
     videos = make_frame_data(tmp_path / "frames", rng, counts=(1, 0, 0), num_frames=2)
     source = videos["train"][0]
-    for flag, size in ((["--image_size", "8"], (8, 8)), (["--target_size", "12", "8"], (12, 8))):
+    for flag, size in ((["--image-size", "8"], (8, 8)), (["--target-size", "12", "8"], (12, 8))):
         out = tmp_path / f"out_{size[0]}x{size[1]}"
         assert frames_cli(tmp_path / "frames", out, "--splits", "train", *flag) == 0
         (got,), _ = read_split(out / "train")
@@ -226,7 +228,7 @@ def test_two_processes_write_the_same_as_one(tmp_path, rng, layout):
 def test_num_per_shard_splits_into_numbered_shards(tmp_path, rng):
     videos = make_frame_data(tmp_path / "frames", rng, counts=(5, 0, 0), num_frames=3)
     out = tmp_path / "out"
-    assert frames_cli(tmp_path / "frames", out, "--splits", "train", "--num_per_shard", "2") == 0
+    assert frames_cli(tmp_path / "frames", out, "--splits", "train", "--num-per-shard", "2") == 0
     assert sorted(p.name for p in (out / "train").glob("*.hdf5")) == [
         "shard_0001.hdf5", "shard_0002.hdf5", "shard_0003.hdf5"
     ]
@@ -244,7 +246,7 @@ def test_video_colours_and_fps_resampling(tmp_path, ext, fps):
     num_source = 2 * SOURCE_FPS  # a 2 s video
     encode_video(tmp_path / "videos" / "train" / f"clip.{ext}", np.arange(num_source))
     out = tmp_path / "out"
-    args = ["--data_dir", tmp_path / "videos", "--out_dir", out, "--splits", "train"]
+    args = ["--data-dir", tmp_path / "videos", "--out-dir", out, "--splits", "train"]
     assert run_cli(*args, *(["--fps", fps] if fps else [])) == 0
     assert manifest(out / "train")["settings"]["mode"] == "videos"
     (frames,), names = read_split(out / "train")
@@ -261,8 +263,8 @@ def test_video_colours_and_fps_resampling(tmp_path, ext, fps):
 def test_video_target_size_and_max_frames(tmp_path, ext):
     encode_video(tmp_path / "videos" / "train" / f"clip.{ext}", np.arange(10), width=32, height=16)
     out = tmp_path / "out"
-    argv = ["--data_dir", tmp_path / "videos", "--out_dir", out, "--splits", "train", "--target_size", 24, 12,
-            "--max_frames", 7]
+    argv = ["--data-dir", tmp_path / "videos", "--out-dir", out, "--splits", "train", "--target-size", 24, 12,
+            "--max-frames", 7]
     assert run_cli(*argv) == 0
     (frames,), _ = read_split(out / "train")
     assert frames.shape == (7, 12, 24, 3)
@@ -281,7 +283,7 @@ def test_video_split_subfolders(tmp_path):
             colour[name] = first
             encode_video(data / split / name, np.arange(first, first + 4))
     out = tmp_path / "out"
-    assert run_cli("--data_dir", data, "--out_dir", out) == 0
+    assert run_cli("--data-dir", data, "--out-dir", out) == 0
     for split, files in layout.items():
         videos, names = read_split(out / split)
         assert names == sorted(files)
@@ -299,9 +301,9 @@ def test_flat_folder_split_by_ratios_is_deterministic(tmp_path):
     files = [f"v{i}.{'mp4' if i % 2 else 'webm'}" for i in range(6)]
     for i, name in enumerate(files):
         encode_video(data / name, np.arange(i, i + 2))
-    argv = ["--data_dir", data, "--split_ratios", 0.6, 0.2, 0.2, "--split_seed", 3]
-    assert run_cli(*argv, "--out_dir", tmp_path / "a") == 0
-    assert run_cli(*argv, "--out_dir", tmp_path / "b", processes=2) == 0
+    argv = ["--data-dir", data, "--split-ratios", 0.6, 0.2, 0.2, "--split-seed", 3]
+    assert run_cli(*argv, "--out-dir", tmp_path / "a") == 0
+    assert run_cli(*argv, "--out-dir", tmp_path / "b", processes=2) == 0
     first, second = _flat_split(tmp_path / "a"), _flat_split(tmp_path / "b")
     assert first == second
     assert {split: len(names) for split, names in first.items()} == {"train": 4, "val": 1, "test": 1}
@@ -336,12 +338,12 @@ def test_garbage_video_file_fails_naming_it(tmp_path, capsys, processes):
     encode_video(data / "train" / "good.mp4", np.arange(3))
     (data / "train" / "zz_broken.mp4").write_bytes(b"\x00garbage" * 100)
     out = tmp_path / "out"
-    rc = run_cli("--data_dir", data, "--out_dir", out, "--splits", "train", processes=processes)
+    rc = run_cli("--data-dir", data, "--out-dir", out, "--splits", "train", processes=processes)
     assert rc != 0
     assert "zz_broken.mp4" in capsys.readouterr().err
     assert_nothing_written(out)
 
-    assert run_cli("--data_dir", data, "--out_dir", out, "--splits", "train", "--skip_bad", processes=processes) == 0
+    assert run_cli("--data-dir", data, "--out-dir", out, "--splits", "train", "--skip-bad", processes=processes) == 0
     info = manifest(out / "train")
     assert info["num_videos"] == 1
     assert [entry["name"] for entry in info["skipped"]] == ["zz_broken.mp4"]
@@ -415,7 +417,7 @@ def test_unreadable_frame_is_named(tmp_path, rng, capsys, processes):
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-@pytest.mark.parametrize("size_flag", [[], ["--image_size", "8"], ["--target_size", "12", "8"]])
+@pytest.mark.parametrize("size_flag", [[], ["--image-size", "8"], ["--target-size", "12", "8"]])
 def test_mixed_frame_sizes_are_refused_with_or_without_a_size(tmp_path, rng, capsys, processes, size_flag):
     """Frames of one video must share one size: resizing each frame on its own would hide broken input."""
     make_frame_data(tmp_path / "frames", rng, counts=(2, 0, 0), num_frames=3)
@@ -437,7 +439,7 @@ def _video_with_one_odd_frame(root: Path, rng) -> Path:
 @pytest.mark.parametrize("processes", [1, 2])
 def test_narrower_frame_among_square_frames_is_refused_even_with_image_size(tmp_path, rng, capsys, processes):
     odd = _video_with_one_odd_frame(tmp_path / "frames", rng)
-    rc = frames_cli(tmp_path / "frames", tmp_path / "out", "--splits", "train", "--image_size", "32",
+    rc = frames_cli(tmp_path / "frames", tmp_path / "out", "--splits", "train", "--image-size", "32",
                     processes=processes)
     err = check_failure(capsys, rc, tmp_path / "out", str(odd), "48x64", "64x64", "video_001")
     assert str(odd.parent) in err
@@ -447,7 +449,7 @@ def test_narrower_frame_among_square_frames_is_refused_even_with_image_size(tmp_
 def test_skip_bad_skips_and_records_a_video_with_mixed_frame_sizes(tmp_path, rng, capsys, processes):
     odd = _video_with_one_odd_frame(tmp_path / "frames", rng)
     out = tmp_path / "out"
-    assert frames_cli(tmp_path / "frames", out, "--splits", "train", "--image_size", "32", "--skip_bad",
+    assert frames_cli(tmp_path / "frames", out, "--splits", "train", "--image-size", "32", "--skip-bad",
                       processes=processes) == 0
     assert str(odd) in capsys.readouterr().err
     info = manifest(out / "train")
@@ -465,7 +467,7 @@ def test_skip_bad_skips_and_records_an_unreadable_video(tmp_path, rng, capsys, p
     bad = tmp_path / "frames" / "train" / "video_001" / "0002.png"
     bad.write_bytes(b"\x89PNG garbage")
     out = tmp_path / "out"
-    assert frames_cli(tmp_path / "frames", out, "--splits", "train", "--skip_bad", processes=processes) == 0
+    assert frames_cli(tmp_path / "frames", out, "--splits", "train", "--skip-bad", processes=processes) == 0
     assert "video_001" in capsys.readouterr().err
     info = manifest(out / "train")
     assert info["num_videos"] == 2
@@ -482,7 +484,7 @@ def test_skip_bad_records_a_video_folder_without_frames(tmp_path, rng):
     (tmp_path / "frames" / "train" / "video_000b").mkdir()
     (tmp_path / "frames" / "train" / "video_000b" / "0000.jpg").write_bytes(b"x")
     out = tmp_path / "out"
-    assert frames_cli(tmp_path / "frames", out, "--splits", "train", "--skip_bad") == 0
+    assert frames_cli(tmp_path / "frames", out, "--splits", "train", "--skip-bad") == 0
     info = manifest(out / "train")
     assert info["num_videos"] == 2
     assert read_split(out / "train")[1] == ["video_000", "video_001"]
@@ -492,7 +494,7 @@ def test_skip_bad_records_a_video_folder_without_frames(tmp_path, rng):
 def test_every_video_bad_with_skip_bad_is_an_error(tmp_path, rng, capsys):
     make_frame_data(tmp_path / "frames", rng, counts=(1, 0, 0), num_frames=2)
     (tmp_path / "frames" / "train" / "video_000" / "0000.png").write_bytes(b"junk")
-    rc = frames_cli(tmp_path / "frames", tmp_path / "out", "--splits", "train", "--skip_bad")
+    rc = frames_cli(tmp_path / "frames", tmp_path / "out", "--splits", "train", "--skip-bad")
     check_failure(capsys, rc, tmp_path / "out", "train")
 
 
@@ -533,7 +535,7 @@ def test_corrupt_frame_in_second_video_leaves_no_shard(tmp_path, rng, capsys, pr
     make_frame_data(tmp_path / "frames", rng, counts=(4, 0, 0), num_frames=3)
     (tmp_path / "frames" / "train" / "video_001" / "0002.png").write_bytes(b"corrupt")
     out = tmp_path / "out"
-    rc = frames_cli(tmp_path / "frames", out, "--splits", "train", "--layout", layout, "--num_per_shard", "1",
+    rc = frames_cli(tmp_path / "frames", out, "--splits", "train", "--layout", layout, "--num-per-shard", "1",
                     processes=processes)
     check_failure(capsys, rc, out, "0002.png")
 
@@ -554,7 +556,7 @@ def test_interrupted_conversion_leaves_no_shard(tmp_path, rng, monkeypatch, caps
     make_frame_data(tmp_path / "frames", rng, counts=(3, 0, 0), num_frames=2)
     monkeypatch.setattr(convert_mod, "read_frame_folder", _interrupting_reader(convert_mod.read_frame_folder))
     out = tmp_path / "out"
-    rc = frames_cli(tmp_path / "frames", out, "--splits", "train", "--num_per_shard", "1")
+    rc = frames_cli(tmp_path / "frames", out, "--splits", "train", "--num-per-shard", "1")
     assert rc != 0
     assert_nothing_written(out)
 
@@ -573,7 +575,7 @@ def test_crash_in_reader_leaves_no_shard(tmp_path, rng, monkeypatch):
     monkeypatch.setattr(convert_mod, "read_frame_folder", reader)
     out = tmp_path / "out"
     with pytest.raises(MemoryError):
-        frames_cli(tmp_path / "frames", out, "--splits", "train", "--num_per_shard", "1")
+        frames_cli(tmp_path / "frames", out, "--splits", "train", "--num-per-shard", "1")
     assert_nothing_written(out)
 
 
@@ -598,3 +600,137 @@ def test_script_reports_errors_with_exit_code(tmp_path):
     assert "error:" in result.stderr and str(missing) in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_script_runs_the_originals_command_as_a_file(tmp_path, rng):
+    """`python dataset/convert_to_h5.py` with the original's underscore flags, through the installed project."""
+    videos = make_frame_data(tmp_path / "frames", rng, counts=(1, 1, 0), num_frames=2)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "dataset/convert_to_h5.py", "--out_dir", str(out), "--data_dir", str(tmp_path / "frames"),
+         "--image_size", str(SIZE), "--extension", "png", "--splits", "train", "val", "--processes", "1", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for split in ("train", "val"):
+        got, _ = read_split(out / split)
+        np.testing.assert_array_equal(got[0], videos[split][0])
+
+
+# Command line: flag spellings and exit statuses ------------------------------------------------------------------------
+def test_underscore_flags_are_aliases_of_the_hyphenated_ones():
+    parser = convert_mod.build_parser()
+    hyphenated = parser.parse_args([
+        "--data-dir", "d", "--out-dir", "o", "--image-size", "64", "--resize-mode", "center_crop", "--split-ratios",
+        "1", "2", "3", "--split-seed", "4", "--max-frames", "5", "--video-extensions", "avi", "--num-per-shard", "6",
+        "--skip-bad",
+    ])
+    underscore = parser.parse_args([
+        "--data_dir", "d", "--out_dir", "o", "--image_size", "64", "--resize_mode", "center_crop", "--split_ratios",
+        "1", "2", "3", "--split_seed", "4", "--max_frames", "5", "--video_extensions", "avi", "--num_per_shard", "6",
+        "--skip_bad",
+    ])
+    assert vars(hyphenated) == vars(underscore)
+    assert (underscore.data_dir, underscore.out_dir, underscore.image_size, underscore.resize_mode) == \
+        ("d", "o", 64, "center_crop")
+    assert (underscore.split_ratios, underscore.split_seed, underscore.max_frames) == ([1.0, 2.0, 3.0], 4, 5)
+    assert (underscore.video_extensions, underscore.num_per_shard, underscore.skip_bad) == (["avi"], 6, True)
+    target = parser.parse_args(["--data_dir", "d", "--out_dir", "o", "--target_size", "8", "6"])
+    assert target.target_size == [8, 6] and target.image_size is None
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--image-size", "0"], "image size must be positive"),
+    (["--target-size", "12", "0"], "image size must be positive"),
+    (["--processes", "0"], "--processes"),
+    (["--num-per-shard", "0"], "--num-per-shard"),
+    (["--fps", "0"], "--fps"),
+    (["--max-frames", "0"], "--max-frames"),
+    (["--split-ratios", "1", "-1", "0"], "--split-ratios"),
+    (["--layout", "flat"], "--layout"),
+    (["--no-such-flag"], "--no-such-flag"),
+])
+def test_bad_flag_values_are_usage_errors(tmp_path, rng, capsys, flags, needle):
+    make_frame_data(tmp_path / "frames", rng, counts=(1, 0, 0), num_frames=2)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data-dir", str(tmp_path / "frames"), "--out-dir", str(tmp_path / "out"), "--extension", "png",
+              "--splits", "train", "--quiet", *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "error:" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bug_is_not_reported_as_bad_input(tmp_path, rng, monkeypatch):
+    """Only the project's errors become one `error:` line; anything else keeps its traceback."""
+    make_frame_data(tmp_path / "frames", rng, counts=(1, 0, 0), num_frames=2)
+
+    def buggy_plan(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(convert_mod, "plan", buggy_plan)
+    with pytest.raises(KeyError, match="a bug"):
+        frames_cli(tmp_path / "frames", tmp_path / "out", "--splits", "train")
+
+
+# Staging folders of killed runs ------------------------------------------------------------------------------------------
+KILLABLE_RUN = """
+import sys, time
+import dataset.convert_to_h5 as convert
+real, calls = convert.read_frame_folder, []
+def reader(*args):
+    calls.append(1)
+    if len(calls) == 2:  # the first video is in the shard: say so, then hang until killed
+        print("one video written", flush=True)
+        time.sleep(120)
+    return real(*args)
+convert.read_frame_folder = reader
+sys.exit(convert.main(sys.argv[1:]))
+"""
+
+
+def test_rerun_removes_the_staging_folder_of_a_killed_run(tmp_path, rng, capsys):
+    videos = make_frame_data(tmp_path / "frames", rng, counts=(3, 0, 0), num_frames=2)
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(tmp_path / "frames"), "--out-dir", str(out), "--extension", "png", "--splits", "train",
+            "--processes", "1", "--quiet"]
+    killed = subprocess.Popen([sys.executable, "-c", KILLABLE_RUN, *argv], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert killed.stdout.readline().strip() == "one video written"
+    finally:
+        killed.kill()
+        killed.wait()
+    (leftover,) = out.iterdir()  # what the kill left: a hidden staging folder named after the killed process
+    assert leftover.name.startswith(".train.") and f"-pid{killed.pid}." in leftover.name and any(leftover.iterdir())
+
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"note: removed {leftover}" in err and f"process {killed.pid} has ended" in err
+    assert sorted(p.name for p in out.iterdir()) == ["train"]
+    got, _ = read_split(out / "train")
+    assert len(got) == 3
+    for a, b in zip(got, videos["train"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_staging_folders_of_running_conversions_are_left_alone(tmp_path, rng, capsys):
+    make_frame_data(tmp_path / "frames", rng, counts=(1, 1, 0), num_frames=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    try:
+        here = host_tag()
+        running = out / f".val.{here}-pid{sleeper.pid}.abc123.tmp"
+        stale = out / f".val.{here}-pid{ended.pid}.def456.tmp"
+        for folder in (running, stale):
+            folder.mkdir()
+            (folder / "shard_0001.hdf5").write_bytes(b"partial")
+        assert frames_cli(tmp_path / "frames", out, "--splits", "train", "val") == 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    err = capsys.readouterr().err
+    assert f"note: removed {stale}" in err and f"note: kept {running}" in err
+    assert sorted(p.name for p in out.iterdir()) == sorted(["train", "val", running.name])
