@@ -1,4 +1,5 @@
-"""dataset/acquisition: videos -> PVG frame folders -> train/val/test folders -> HDF5, and every bad input."""
+"""dataset/acquisition: videos -> PVG frame folders -> train/val/test folders -> HDF5, every bad input, PVG's flag
+spellings beside ours, exit statuses, and the staging folders that killed runs leave."""
 from __future__ import annotations
 
 import csv
@@ -16,6 +17,7 @@ from conftest import ROOT
 from dataset.acquisition import convert_video_directory, train_val_test_split
 from dataset.convert_to_h5 import main as convert_to_h5
 from dataset.h5 import VideoShard, list_shards
+from dataset.staging import host_tag
 from test_convert_to_h5 import PALETTE, SOURCE_FPS, assert_flat, encode_video, nearest_colour
 
 WIDTH, HEIGHT = 24, 16  # the --target_size of the tests: not square, so width and height cannot be swapped unseen
@@ -23,18 +25,18 @@ WIDTH, HEIGHT = 24, 16  # the --target_size of the tests: not square, so width a
 
 # Helpers ---------------------------------------------------------------------------------------------------------------
 def acquire(video_directory: Path, output_directory: Path, *extra, processes: int = 1) -> int:
-    argv = ["--video_directory", video_directory, "--output_directory", output_directory,
-            "--target_size", WIDTH, HEIGHT, "--processes", processes, "--quiet", *extra]
+    argv = ["--video-directory", video_directory, "--output-directory", output_directory,
+            "--target-size", WIDTH, HEIGHT, "--processes", processes, "--quiet", *extra]
     return convert_video_directory.main([str(a) for a in argv])
 
 
 def split(input_directory: Path, output_directory: Path, *extra) -> int:
-    argv = ["--input_directory", input_directory, "--output_directory", output_directory, "--quiet", *extra]
+    argv = ["--input-directory", input_directory, "--output-directory", output_directory, "--quiet", *extra]
     return train_val_test_split.main([str(a) for a in argv])
 
 
 def to_h5(data_dir: Path, out_dir: Path, *extra) -> int:
-    argv = ["--data_dir", data_dir, "--out_dir", out_dir, "--extension", "png", "--processes", 1, "--quiet", *extra]
+    argv = ["--data-dir", data_dir, "--out-dir", out_dir, "--extension", "png", "--processes", 1, "--quiet", *extra]
     return convert_to_h5([str(a) for a in argv])
 
 
@@ -64,12 +66,22 @@ def assert_not_written(out: Path) -> None:
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")] == []
 
 
-def check_error(capsys, rc: int, *needles: str) -> str:
+def check_error(capsys, rc: int, *needles: str, status: int = 1) -> str:
     err = capsys.readouterr().err
-    assert rc == 1, err
+    assert rc == status, err
     assert "error: " in err and "Traceback" not in err
     for needle in needles:
         assert needle in err, f"{needle!r} not in stderr:\n{err}"
+    return err
+
+
+def check_usage_error(capsys, tool, *args_and_needles) -> str:
+    """`tool(*args)` is a bad command line: one `error:` line and exit status 2 (args, then the needles after '|')."""
+    cut = args_and_needles.index("|")
+    with pytest.raises(SystemExit) as exit_info:
+        tool(*args_and_needles[:cut])
+    err = check_error(capsys, exit_info.value.code, *args_and_needles[cut + 1:], status=2)
+    assert len(err.strip().splitlines()) == 1, err
     return err
 
 
@@ -149,7 +161,7 @@ def test_videos_to_frames_to_splits_to_hdf5(tmp_path, capsys):
 
     csv_file = tmp_path / "splits.csv"
     csv_file.write_text("sequence,split\n3,train\n0,validation\n2,train\n1,test\n")
-    assert split(frames, splits, "--splits_csv", csv_file) == 0
+    assert split(frames, splits, "--splits-csv", csv_file) == 0
     assert sorted(p.name for p in splits.iterdir()) == ["sequences.csv", "test", "train", "val"]
     placed = {"train": ["00003", "00002"], "val": ["00000"], "test": ["00001"]}  # CSV row order within each split
     for split_name, names in placed.items():
@@ -181,7 +193,7 @@ def test_videos_to_frames_to_splits_to_hdf5(tmp_path, capsys):
 
 def test_fps_and_output_extension(tmp_path):
     encode_video(tmp_path / "videos" / "a.mp4", np.arange(20))  # 1 s at 20 fps
-    assert acquire(tmp_path / "videos", tmp_path / "frames", "--fps", 4, "--output_extension", "jpg") == 0
+    assert acquire(tmp_path / "videos", tmp_path / "frames", "--fps", 4, "--output-extension", "jpg") == 0
     names = sorted(p.name for p in (tmp_path / "frames" / "00000").iterdir())
     assert names == [f"{t:05d}.jpg" for t in range(4)]
     for t, name in enumerate(names):
@@ -243,7 +255,7 @@ def test_pickle_files_are_copied_and_never_unpickled(tmp_path, rng, capsys):
             (folder / name).write_bytes(trap)
     csv_file = tmp_path / "splits.csv"
     csv_file.write_text("sequence,split\n0,train\n1,val\n")
-    assert split(tmp_path / "frames", tmp_path / "splits", "--splits_csv", csv_file) == 0
+    assert split(tmp_path / "frames", tmp_path / "splits", "--splits-csv", csv_file) == 0
     assert (tmp_path / "splits" / "train" / "00000" / "actions.pkl").read_bytes() == trap
     assert to_h5(tmp_path / "splits", tmp_path / "h5", "--splits", "train", "val") == 0
     capsys.readouterr()
@@ -257,7 +269,7 @@ def test_unlisted_sequences_are_reported_and_left_out(tmp_path, rng, capsys):
     write_sequences(tmp_path / "frames", 4, rng)
     csv_file = tmp_path / "splits.csv"
     csv_file.write_text("split,sequence\nval,2\n\ntrain,00000\n")  # any column order, blank lines, zero padding
-    assert split(tmp_path / "frames", tmp_path / "splits", "--splits_csv", csv_file) == 0
+    assert split(tmp_path / "frames", tmp_path / "splits", "--splits-csv", csv_file) == 0
     err = capsys.readouterr().err
     assert "warning:" in err and "00001, 00003" in err and str(csv_file) in err
     assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == ["sequences.csv", "train", "val"]
@@ -273,7 +285,7 @@ def test_undecodable_video_is_named_and_nothing_is_written(tmp_path, capsys, pro
     (videos / "sub" / "broken.mp4").write_bytes(b"\x00not a video" * 64)
     encode_video(videos / "z.mp4", np.arange(4))
     out = tmp_path / "frames"
-    check_error(capsys, acquire(videos, out, processes=processes), str(videos / "sub" / "broken.mp4"), "--skip_bad")
+    check_error(capsys, acquire(videos, out, processes=processes), str(videos / "sub" / "broken.mp4"), "--skip-bad")
     assert_not_written(out)
 
     out.mkdir()
@@ -290,7 +302,7 @@ def test_skip_bad_numbers_the_converted_videos_without_gaps(tmp_path, capsys, pr
     (videos / "b_broken.mp4").write_bytes(b"garbage" * 100)
     encode_video(videos / "c.mp4", np.arange(10, 14))
     out = tmp_path / "frames"
-    assert acquire(videos, out, "--skip_bad", processes=processes) == 0
+    assert acquire(videos, out, "--skip-bad", processes=processes) == 0
     err = capsys.readouterr().err
     assert "warning:" in err and str(videos / "b_broken.mp4") in err and "1 video(s) skipped: b_broken.mp4" in err
     assert sorted(p.name for p in out.iterdir()) == ["00000", "00001", "videos.csv"]
@@ -364,7 +376,7 @@ def test_existing_outputs_need_force(tmp_path, rng, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
     check_error(capsys, split(out, out / "inside", "--ratios", 1, 0, 0), str(out / "inside"))
-    check_error(capsys, acquire(tmp_path / "videos", tmp_path, "--force"), "--video_directory")
+    check_error(capsys, acquire(tmp_path / "videos", tmp_path, "--force"), "--video-directory")
     assert (tmp_path / "videos" / "a.mp4").is_file()
 
 
@@ -380,7 +392,7 @@ def test_bad_splits_csv(tmp_path, rng, capsys, content, needles):
     write_sequences(tmp_path / "frames", 2, rng)
     csv_file = tmp_path / "splits.csv"
     csv_file.write_text(content)
-    rc = split(tmp_path / "frames", tmp_path / "splits", "--splits_csv", csv_file)
+    rc = split(tmp_path / "frames", tmp_path / "splits", "--splits-csv", csv_file)
     check_error(capsys, rc, str(csv_file), *needles)
     assert_not_written(tmp_path / "splits")
 
@@ -396,21 +408,23 @@ def test_bad_arguments(tmp_path, capsys):
     encode_video(videos / "a.webm", np.arange(2))
     encode_video(videos / "b.webm", np.arange(2))
     encode_video(videos / "x" / "y" / "deep.mp4", np.arange(2))
-    err = check_error(capsys, acquire(videos, out), ".mp4", "2 .webm", "1 .mp4 file(s) lie deeper", "--video_extension")
+    err = check_error(capsys, acquire(videos, out), ".mp4", "2 .webm", "1 .mp4 file(s) lie deeper", "--video-extension")
     assert len(err.strip().splitlines()) == 1
-    assert acquire(videos, out, "--video_extension", "webm") == 0
+    assert acquire(videos, out, "--video-extension", "webm") == 0
     capsys.readouterr()
-    for argv in (["--target_size", 0, 8], ["--fps", 0], ["--processes", 0], ["--output_extension", "mp3"]):
-        check_error(capsys, acquire(videos, tmp_path / "other", *argv), argv[0])
+    # Values no input could make work are a bad command line: exit status 2, before anything is read or written.
+    for argv in (["--target-size", 0, 8], ["--fps", 0], ["--processes", 0], ["--output-extension", "mp3"]):
+        check_usage_error(capsys, acquire, missing, tmp_path / "other", *argv, "|", argv[0], "--help")
     assert_not_written(tmp_path / "other")
 
     check_error(capsys, split(missing, tmp_path / "splits", "--ratios", 1, 1, 1), str(missing))
     check_error(capsys, split(tmp_path / "frames", tmp_path / "splits", "--ratios", 1, 1, 1), "--ratios", "'train'")
-    with pytest.raises(SystemExit) as exit_info:  # a bad command line: one error line, status 1
-        split(out, tmp_path / "splits", "--ratios", 1, 0, 0, "--splits_csv", "x.csv")
-    check_error(capsys, exit_info.value.code, "--ratios", "--splits_csv")
-    check_error(capsys, split(out, tmp_path / "splits", "--splits_csv", "x.csv", "--seed", 1), "--seed")
-    check_error(capsys, split(out, tmp_path / "splits", "--splits_csv", ""), "splits")  # an empty name: no traceback
+    check_usage_error(capsys, split, out, tmp_path / "splits", "--ratios", 1, 0, 0, "--splits-csv", "x.csv", "|",
+                      "--ratios", "--splits-csv")
+    check_usage_error(capsys, split, out, tmp_path / "splits", "--ratios", 1, -1, 0, "|", "--ratios", "non-negative")
+    check_usage_error(capsys, split, out, tmp_path / "splits", "--splits-csv", "x.csv", "--seed", 1, "|", "--seed")
+    check_usage_error(capsys, split, out, tmp_path / "splits", "--splits-csv", "", "|", "--splits-csv")
+    check_usage_error(capsys, acquire, videos, out, "--no-such-flag", "|", "--no-such-flag")
     assert_not_written(tmp_path / "splits")
 
 
@@ -420,16 +434,36 @@ def run_module(module: str, *args) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def test_help_shows_pvg_flags():
+def test_help_shows_hyphenated_and_pvg_flags():
     result = run_module("dataset.acquisition.convert_video_directory", "--help")
     assert result.returncode == 0, result.stderr
-    for flag in ("--video_directory", "--output_directory", "--target_size", "--fps", "--processes",
-                 "--video_extension", "--output_extension", "--skip_bad", "--force"):
+    for flag in ("--video-directory", "--video_directory", "--output-directory", "--output_directory", "--target-size",
+                 "--target_size", "--fps", "--processes", "--video-extension", "--video_extension",
+                 "--output-extension", "--output_extension", "--skip-bad", "--skip_bad", "--force"):
         assert flag in result.stdout
     result = run_module("dataset.acquisition.train_val_test_split", "--help")
     assert result.returncode == 0, result.stderr
-    for flag in ("--input_directory", "--output_directory", "--splits_csv", "--ratios", "--seed", "--link"):
+    for flag in ("--input-directory", "--input_directory", "--output-directory", "--output_directory", "--splits-csv",
+                 "--splits_csv", "--ratios", "--seed", "--link"):
         assert flag in result.stdout
+
+
+@pytest.mark.parametrize("tool, hyphenated, pvg, expected", [
+    (convert_video_directory, ["--video-directory", "v", "--output-directory", "o", "--target-size", "4", "3",
+                               "--video-extension", "avi", "--output-extension", "jpg", "--skip-bad"],
+     ["--video_directory", "v", "--output_directory", "o", "--target_size", "4", "3",
+      "--video_extension", "avi", "--output_extension", "jpg", "--skip_bad"],
+     {"video_directory": "v", "output_directory": "o", "target_size": [4, 3], "video_extension": "avi",
+      "output_extension": "jpg", "skip_bad": True}),
+    (train_val_test_split, ["--input-directory", "f", "--output-directory", "s", "--splits-csv", "x.csv"],
+     ["--input_directory", "f", "--output_directory", "s", "--splits_csv", "x.csv"],
+     {"input_directory": "f", "output_directory": "s", "splits_csv": "x.csv", "ratios": None}),
+])
+def test_pvg_underscore_flags_mean_the_same(tool, hyphenated, pvg, expected):
+    parser = tool.build_parser()
+    parsed = vars(parser.parse_args(pvg))
+    assert {key: parsed[key] for key in expected} == expected
+    assert vars(parser.parse_args(hyphenated)) == parsed
 
 
 def test_module_exit_status_and_parallel_run(tmp_path):
@@ -444,3 +478,29 @@ def test_module_exit_status_and_parallel_run(tmp_path):
     skipped = run_module("dataset.acquisition.convert_video_directory", *argv, "--skip_bad")
     assert skipped.returncode == 0, skipped.stderr
     assert read_csv(tmp_path / "frames" / "videos.csv")[1:] == [["00000", "a.mp4", "2"]]
+
+
+def test_staging_folders_of_killed_runs_are_removed(tmp_path, rng, capsys):
+    encode_video(tmp_path / "videos" / "a.mp4", np.arange(4))
+    write_sequences(tmp_path / "sequences", 2, rng)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        leftovers = {}
+        for target in ("frames", "splits"):
+            for owner, pid in (("ended", ended.pid), ("live", live.pid)):
+                folder = tmp_path / f".{target}.{host_tag()}-pid{pid}.x{owner}.tmp"
+                (folder / "00000").mkdir(parents=True)
+                leftovers[target, owner] = folder
+        assert acquire(tmp_path / "videos", tmp_path / "frames") == 0
+        assert split(tmp_path / "sequences", tmp_path / "splits", "--ratios", 1, 0, 0) == 0
+    finally:
+        live.kill()
+        live.wait()
+    err = capsys.readouterr().err
+    for target in ("frames", "splits"):
+        assert f"note: removed {leftovers[target, 'ended']}" in err and not leftovers[target, "ended"].exists()
+        assert f"note: kept {leftovers[target, 'live']}" in err and leftovers[target, "live"].is_dir()
+    assert read_csv(tmp_path / "frames" / "videos.csv")[1:] == [["00000", "a.mp4", "2"]]
+    assert sorted(p.name for p in (tmp_path / "splits" / "train").iterdir()) == ["00000", "00001"]

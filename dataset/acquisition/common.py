@@ -1,4 +1,9 @@
-"""What the acquisition tools share: one-line errors, output folders that appear only when complete."""
+"""What the acquisition tools share: one-line errors, output folders that appear only when complete.
+
+Exit statuses (lutils.errors): 2 for a bad command line, 1 for bad input or output (a project error, or an OSError
+such as a full disk or a missing permission, which names its path), 130 for Ctrl-C. Any other exception is a bug
+and keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,15 +13,16 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from lutils.io import temporary_path_for
+from dataset.staging import make_staging_dir, remove_stale
+from lutils.errors import EXIT_INTERRUPTED, EXIT_USAGE, CageError, report
 
 
-class AcquisitionError(RuntimeError):
+class AcquisitionError(CageError, RuntimeError):
     """Bad input or output for an acquisition tool; the message names the path (and row) at fault."""
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one `error: ...` line on stderr and exit status 1, like any bad input."""
+    """argparse, but a bad command line is one `error: ...` line on stderr (with a pointer to --help), exit status 2."""
 
     @classmethod
     def for_module(cls, module: str, doc: str) -> "Parser":
@@ -26,11 +32,15 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_USAGE)
 
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
+
+
+def note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
 
 
 def check_output_folder(output: Path, force: bool, inputs: dict, flag: str, allow_inside_input: bool = False) -> None:
@@ -53,24 +63,23 @@ def check_output_folder(output: Path, force: bool, inputs: dict, flag: str, allo
 
 
 class StagedFolder:
-    """A hidden temporary folder beside `target`; `commit()` puts it in place of `target`, `abort()` deletes it.
+    """A hidden staging folder beside `target`; `commit()` puts it in place of `target`, `abort()` deletes it.
 
     Until commit nothing named `target` is created or changed, so a failed or interrupted run leaves an existing
-    target as it was and no partial one.
+    target as it was and no partial one. First the staging folders of earlier runs of `target` that were killed
+    (so could not delete theirs) are removed, each with a note (dataset.staging.remove_stale).
     """
 
     def __init__(self, target: Path):
         self.target = Path(target)
-        self.path = temporary_path_for(self.target)  # creates the parent folders and a placeholder file
-        self.path.unlink()
-        self.path.mkdir()
+        remove_stale(self.target, note)
+        self.path = make_staging_dir(self.target)  # creates the parent folders
         self._done = False
 
     def commit(self) -> Path:
         old: Optional[Path] = None
         if self.target.exists() and any(self.target.iterdir()):
-            old = temporary_path_for(self.target)
-            old.unlink()
+            old = make_staging_dir(self.target)  # an empty folder, replaced by the previous target
             os.replace(self.target, old)
         os.replace(self.path, self.target)  # an empty folder there is replaced as well
         self._done = True
@@ -90,14 +99,13 @@ class StagedFolder:
         self.abort()  # after commit() a no-op; on any error or interrupt the staged folder goes
 
 
-def run_tool(body: Callable[[], None], output: str, errors: tuple = (AcquisitionError, OSError)) -> int:
+def run_tool(body: Callable[[], None], output: str) -> int:
     """Run a tool's work: bad input is one `error: ...` line and exit status 1, Ctrl-C exit status 130."""
     try:
         body()
-    except errors as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (CageError, OSError) as error:
+        return report(error)
     except KeyboardInterrupt:
         print(f"interrupted: nothing was written to {output}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0

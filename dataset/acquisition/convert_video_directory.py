@@ -1,9 +1,10 @@
 """Turn a folder of videos into frame folders, as PlayableVideoGeneration's convert_video_directory does.
 
-    python -m dataset.acquisition.convert_video_directory --video_directory VIDEOS --output_directory FRAMES \\
-        --target_size W H [--fps 10] [--processes 8] [--video_extension mp4] [--output_extension png]
+    python -m dataset.acquisition.convert_video_directory --video-directory VIDEOS --output-directory FRAMES \\
+        --target-size W H [--fps 10] [--processes 8] [--video-extension mp4] [--output-extension png]
 
-Videos are the *.mp4 files (--video_extension, case-sensitive as PVG's glob) directly in VIDEOS and in its immediate
+PVG's spelling of the flags (--video_directory, --output_directory, --target_size, ...) works as well.
+Videos are the *.mp4 files (--video-extension, case-sensitive as PVG's glob) directly in VIDEOS and in its immediate
 subfolders; deeper folders, hidden files and hidden folders are not searched. Sorted by full path, the i-th video becomes
 FRAMES/<i:05d>/00000.png, 00001.png, ...: sampled at --fps as ffmpeg's fps filter samples, then resized to exactly
 W x H with bicubic filtering (the aspect ratio is not kept). FRAMES/videos.csv (sequence,source,frames) tells which
@@ -11,19 +12,16 @@ video each sequence folder came from. Videos are decoded with PyAV; no ffmpeg pr
 actions/rewards/dones/metadata .pkl files are written.
 
 FRAMES appears only once every video converted: the frames are written to a hidden folder beside it first, so a
-failed or interrupted run leaves no partial FRAMES and an existing one as it was. With --skip_bad, videos that cannot
-be decoded are reported and left out, and the sequence folders are numbered without gaps over the others.
+failed or interrupted run leaves no partial FRAMES and an existing one as it was (the hidden folder of a killed run
+is removed by the next run, with a note). With --skip-bad, videos that cannot be decoded are reported and left out,
+and the sequence folders are numbered without gaps over the others.
 
-Next step: python -m dataset.acquisition.train_val_test_split --input_directory FRAMES --output_directory SPLITS ...
+Next step: python -m dataset.acquisition.train_val_test_split --input-directory FRAMES --output-directory SPLITS ...
 """
-import os
-import sys
-
-if __name__ == "__main__" and not __package__:  # run as a file: the project root must be importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
 import csv
+import os
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -33,24 +31,28 @@ from tqdm import tqdm
 
 from dataset.acquisition.common import AcquisitionError, Parser, StagedFolder, check_output_folder, run_tool, warn
 from dataset.convert_to_h5 import ordered_map
-from dataset.video_io import DecodeError, iter_video
+from dataset.video_io import iter_video
 
 VIDEOS_CSV = "videos.csv"
 
 
 def build_parser() -> Parser:
     parser = Parser.for_module("dataset.acquisition.convert_video_directory", __doc__)
-    # PVG's flags, types and defaults.
-    parser.add_argument("--video_directory", type=str, required=True, help="folder of the videos")
-    parser.add_argument("--output_directory", type=str, required=True, help="folder to create with the frame folders")
-    parser.add_argument("--target_size", type=int, nargs=2, required=True, metavar=("WIDTH", "HEIGHT"),
-                        help="size of the frames written, <width> <height>")
+    # PVG's flags, types and defaults; PVG's underscore spelling is the second name of each.
+    parser.add_argument("--video-directory", "--video_directory", type=str, required=True, help="folder of the videos")
+    parser.add_argument("--output-directory", "--output_directory", type=str, required=True,
+                        help="folder to create with the frame folders")
+    parser.add_argument("--target-size", "--target_size", type=int, nargs=2, required=True,
+                        metavar=("WIDTH", "HEIGHT"), help="size of the frames written, <width> <height>")
     parser.add_argument("--fps", type=int, default=10, help="frames per second sampled from each video (default 10)")
     parser.add_argument("--processes", type=int, default=8, help="videos decoded in parallel (default 8)")
-    parser.add_argument("--video_extension", type=str, default="mp4", help="extension of the videos, without dot")
-    parser.add_argument("--output_extension", type=str, default="png", help="extension of the frames, without dot")
+    parser.add_argument("--video-extension", "--video_extension", type=str, default="mp4",
+                        help="extension of the videos, without dot")
+    parser.add_argument("--output-extension", "--output_extension", type=str, default="png",
+                        help="extension of the frames, without dot")
     # Ours.
-    parser.add_argument("--skip_bad", action="store_true", help="leave out (and report) videos that cannot be decoded")
+    parser.add_argument("--skip-bad", "--skip_bad", action="store_true",
+                        help="leave out (and report) videos that cannot be decoded")
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -122,33 +124,41 @@ def acquire_video(video: str, folder: str, fps: int, size: tuple, extension: str
         raise
 
 
-def check_arguments(args) -> tuple:
-    """(video extension, output extension) after checking every argument; raises AcquisitionError."""
-    directory = Path(args.video_directory)
-    if not directory.exists():
-        raise AcquisitionError(f"--video_directory does not exist: {directory}")
-    if not directory.is_dir():
-        raise AcquisitionError(f"--video_directory is not a folder: {directory}")
+def check_flag_values(args) -> tuple:
+    """(video extension, output extension) after checking the values of the flags; raises AcquisitionError.
+
+    Wrong values here are a bad command line (exit status 2); see check_arguments for the input folder.
+    """
     width, height = args.target_size
     if width < 1 or height < 1:
-        raise AcquisitionError(f"--target_size needs a positive <width> <height>, got {width} {height}")
+        raise AcquisitionError(f"--target-size needs a positive <width> <height>, got {width} {height}")
     if args.fps < 1:
         raise AcquisitionError(f"--fps must be a positive number of frames per second, got {args.fps}")
     if args.processes < 1:
         raise AcquisitionError(f"--processes must be at least 1, got {args.processes}")
     video_extension = args.video_extension.strip().lstrip(".")
     if not video_extension or "/" in video_extension or os.sep in video_extension:
-        raise AcquisitionError(f"--video_extension must be a file extension such as mp4, got '{args.video_extension}'")
+        raise AcquisitionError(f"--video-extension must be a file extension such as mp4, got '{args.video_extension}'")
     output_extension = args.output_extension.strip().lstrip(".")
     image_format = Image.registered_extensions().get(f".{output_extension.lower()}")
     if image_format is None or image_format not in Image.SAVE:
         writable = sorted(ext.lstrip(".") for ext, fmt in Image.registered_extensions().items()
                           if fmt in Image.SAVE and fmt in ("PNG", "JPEG", "BMP", "WEBP", "TIFF"))
         raise AcquisitionError(
-            f"--output_extension '{args.output_extension}' is not an image format that can be written "
+            f"--output-extension '{args.output_extension}' is not an image format that can be written "
             f"(e.g. {', '.join(writable)})"
         )
     return video_extension, output_extension
+
+
+def check_arguments(args) -> tuple:
+    """(video extension, output extension) after checking every argument; raises AcquisitionError."""
+    directory = Path(args.video_directory)
+    if not directory.exists():
+        raise AcquisitionError(f"--video-directory does not exist: {directory}")
+    if not directory.is_dir():
+        raise AcquisitionError(f"--video-directory is not a folder: {directory}")
+    return check_flag_values(args)
 
 
 def convert(args, videos: list, staging: Path, output_extension: str) -> tuple:
@@ -165,7 +175,7 @@ def convert(args, videos: list, staging: Path, output_extension: str) -> tuple:
             progress.update()
             if error is not None:
                 if not args.skip_bad:
-                    raise AcquisitionError(f"{error} (--skip_bad leaves out videos that cannot be decoded)")
+                    raise AcquisitionError(f"{error} (--skip-bad leaves out videos that cannot be decoded)")
                 tqdm.write(f"warning: skipping a video that cannot be decoded: {error}", file=sys.stderr)
                 skipped.append((relative, error))
                 continue
@@ -179,22 +189,22 @@ def convert(args, videos: list, staging: Path, output_extension: str) -> tuple:
 
 
 def acquire(args) -> None:
-    """The whole conversion; raises AcquisitionError / DecodeError / OSError on bad input."""
+    """The whole conversion; raises AcquisitionError / DecodeError (CageErrors) / OSError on bad input."""
     video_extension, output_extension = check_arguments(args)
     videos, other_case = find_videos(args.video_directory, video_extension)
     if other_case:
         warn(f"{len(other_case)} file(s) whose extension is .{video_extension} in another case are left out, as PVG "
              f"leaves them out: {', '.join(other_case[:5])}{' ...' if len(other_case) > 5 else ''} "
-             f"(run again with --video_extension for them)")
+             f"(run again with --video-extension for them)")
     if not videos:
         raise AcquisitionError(
-            f"no .{video_extension} videos in --video_directory {args.video_directory} or its immediate "
+            f"no .{video_extension} videos in --video-directory {args.video_directory} or its immediate "
             f"subfolders ({describe_contents(args.video_directory, video_extension)}); "
-            f"--video_extension chooses the extension"
+            f"--video-extension chooses the extension"
         )
     output = Path(args.output_directory)
-    check_output_folder(output, args.force, {"--video_directory": Path(args.video_directory)},
-                        "--output_directory", allow_inside_input=True)
+    check_output_folder(output, args.force, {"--video-directory": Path(args.video_directory)},
+                        "--output-directory", allow_inside_input=True)
     print(f"converting {len(videos)} videos from {args.video_directory} -> {output} "
           f"[{args.fps} fps, {args.target_size[0]}x{args.target_size[1]}, {args.processes} processes]",
           file=sys.stderr)
@@ -214,8 +224,13 @@ def acquire(args) -> None:
 
 
 def main(argv: Optional[list] = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_tool(lambda: acquire(args), args.output_directory, (AcquisitionError, DecodeError, OSError))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_flag_values(args)
+    except AcquisitionError as error:
+        parser.error(str(error))
+    return run_tool(lambda: acquire(args), args.output_directory)
 
 
 if __name__ == "__main__":

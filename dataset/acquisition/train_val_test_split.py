@@ -1,12 +1,14 @@
 """Split the sequence folders of a frame-folder dataset into train, val and test folders, as PVG's script does.
 
-    python -m dataset.acquisition.train_val_test_split --input_directory FRAMES --output_directory SPLITS \\
-        (--splits_csv splits.csv | --ratios TRAIN VAL TEST [--seed 0]) [--link {copy,symlink,hardlink}]
+    python -m dataset.acquisition.train_val_test_split --input-directory FRAMES --output-directory SPLITS \\
+        (--splits-csv splits.csv | --ratios TRAIN VAL TEST [--seed 0]) [--link {copy,symlink,hardlink}]
+
+PVG's spelling of the flags (--input_directory, --output_directory, --splits_csv) works as well.
 
 Each sequence folder FRAMES/<seq> (as convert_video_directory writes them) is copied, or linked file by file, to
 SPLITS/<split>/<k:05d>, numbered from 00000 in every split.
 
---splits_csv: PVG's split file, a header "sequence,split" then one row per sequence: the sequence's number (the folder
+--splits-csv: PVG's split file, a header "sequence,split" then one row per sequence: the sequence's number (the folder
   FRAMES/<number:05d>) and train, val, validation (= val) or test. Each split keeps the order of the rows. Sequence
   folders the file does not list are reported and left out.
 --ratios: a random split with these proportions, the same for the same --seed; sequences keep their sorted order
@@ -15,20 +17,17 @@ SPLITS/<split>/<k:05d>, numbered from 00000 in every split.
 Only folders of FRAMES are sequences (videos.csv and other files beside them are ignored); every file of a sequence
 folder goes along (PVG's .pkl metadata files are copied as bytes, never opened). SPLITS/sequences.csv records where
 each sequence came from. SPLITS appears only when complete (written beside it first), so a failed or interrupted run
-leaves no partial SPLITS and an existing one as it was.
+leaves no partial SPLITS and an existing one as it was (the hidden folder of a killed run is removed by the next run,
+with a note).
 
-Next step: python dataset/convert_to_h5.py --data_dir SPLITS --out_dir H5 --extension png
+Next step: python dataset/convert_to_h5.py --data-dir SPLITS --out-dir H5 --extension png
 """
-import os
-import sys
-
-if __name__ == "__main__" and not __package__:  # run as a file: the project root must be importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
 import csv
 import errno
+import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +35,7 @@ from tqdm import tqdm
 
 from dataset.acquisition.common import AcquisitionError, Parser, StagedFolder, check_output_folder, run_tool, warn
 from dataset.acquisition.convert_video_directory import VIDEOS_CSV
-from dataset.convert_to_h5 import ConversionError, split_by_ratios
+from dataset.convert_to_h5 import ConversionError, check_ratios, split_by_ratios
 
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -46,10 +45,12 @@ SEQUENCES_CSV = "sequences.csv"
 
 def build_parser() -> Parser:
     parser = Parser.for_module("dataset.acquisition.train_val_test_split", __doc__)
-    parser.add_argument("--input_directory", required=True, help="folder of sequence folders 00000/, 00001/, ...")
-    parser.add_argument("--output_directory", required=True, help="folder to create with train/, val/, test/")
+    parser.add_argument("--input-directory", "--input_directory", required=True,
+                        help="folder of sequence folders 00000/, 00001/, ...")
+    parser.add_argument("--output-directory", "--output_directory", required=True,
+                        help="folder to create with train/, val/, test/")
     how = parser.add_mutually_exclusive_group(required=True)
-    how.add_argument("--splits_csv", help="PVG's split file: header sequence,split; one row per sequence")
+    how.add_argument("--splits-csv", "--splits_csv", help="PVG's split file: header sequence,split; one row per sequence")
     how.add_argument("--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
                      help="random split with these proportions, e.g. 0.8 0.1 0.1")
     parser.add_argument("--seed", type=int, help="seed of the --ratios split (default 0)")
@@ -64,13 +65,13 @@ def build_parser() -> Parser:
 def list_sequences(input_directory: Path) -> list:
     """Names of the sequence folders (every non-hidden folder), sorted."""
     if not input_directory.exists():
-        raise AcquisitionError(f"--input_directory does not exist: {input_directory}")
+        raise AcquisitionError(f"--input-directory does not exist: {input_directory}")
     if not input_directory.is_dir():
-        raise AcquisitionError(f"--input_directory is not a folder: {input_directory}")
+        raise AcquisitionError(f"--input-directory is not a folder: {input_directory}")
     names = sorted(p.name for p in input_directory.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not names:
         raise AcquisitionError(
-            f"no sequence folders in --input_directory {input_directory} "
+            f"no sequence folders in --input-directory {input_directory} "
             f"(expected 00000/, 00001/, ... as convert_video_directory writes them)"
         )
     return names
@@ -81,11 +82,11 @@ def plan_from_csv(csv_path: Path, input_directory: Path, sequences: list) -> dic
     try:
         text = csv_path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise AcquisitionError(f"--splits_csv does not exist: {csv_path}") from None
+        raise AcquisitionError(f"--splits-csv does not exist: {csv_path}") from None
     except IsADirectoryError:
-        raise AcquisitionError(f"--splits_csv is a folder, not a file: {csv_path}") from None
+        raise AcquisitionError(f"--splits-csv is a folder, not a file: {csv_path}") from None
     except UnicodeDecodeError:
-        raise AcquisitionError(f"--splits_csv is not a UTF-8 text file: {csv_path}") from None
+        raise AcquisitionError(f"--splits-csv is not a UTF-8 text file: {csv_path}") from None
     reader = csv.reader(text.splitlines())
     columns: Optional[tuple] = None
     plan: dict = {split: [] for split in SPLITS}
@@ -124,9 +125,9 @@ def plan_from_csv(csv_path: Path, input_directory: Path, sequences: list) -> dic
             raise AcquisitionError(f"{where}: sequence {number} has no folder {folder}")
         plan[split].append(name)
     if columns is None:
-        raise AcquisitionError(f"--splits_csv is empty: {csv_path} (expected the header 'sequence,split' and rows)")
+        raise AcquisitionError(f"--splits-csv is empty: {csv_path} (expected the header 'sequence,split' and rows)")
     if not first_line:
-        raise AcquisitionError(f"--splits_csv lists no sequence: {csv_path}")
+        raise AcquisitionError(f"--splits-csv lists no sequence: {csv_path}")
     listed = {name for names in plan.values() for name in names}
     unlisted = [name for name in sequences if name not in listed]
     if unlisted:
@@ -183,20 +184,31 @@ def video_sources(input_directory: Path) -> dict:
         return {}
 
 
+def check_flag_values(args) -> None:
+    """Refuse flag values that cannot work whatever the input (a bad command line, exit status 2)."""
+    if args.splits_csv is not None:
+        if not args.splits_csv.strip():
+            raise AcquisitionError("--splits-csv needs the path of a CSV file with the columns sequence,split")
+        if args.seed is not None:
+            raise AcquisitionError("--seed only applies to --ratios; a --splits-csv split has no randomness")
+    else:
+        try:
+            check_ratios(args.ratios, "--ratios")
+        except ConversionError as error:
+            raise AcquisitionError(str(error)) from None
+
+
 def split(args) -> None:
     """The whole split; raises AcquisitionError / OSError on bad input."""
+    check_flag_values(args)
     input_directory = Path(args.input_directory)
     output = Path(args.output_directory)
     sequences = list_sequences(input_directory)
     if args.splits_csv is not None:
-        if not args.splits_csv.strip():
-            raise AcquisitionError("--splits_csv needs the path of a CSV file with the columns sequence,split")
-        if args.seed is not None:
-            raise AcquisitionError("--seed only applies to --ratios; a --splits_csv split has no randomness")
         plan = plan_from_csv(Path(args.splits_csv), input_directory, sequences)
     else:
         plan = plan_from_ratios(sequences, args.ratios, 0 if args.seed is None else args.seed)
-    check_output_folder(output, args.force, {"--input_directory": input_directory}, "--output_directory")
+    check_output_folder(output, args.force, {"--input-directory": input_directory}, "--output-directory")
     with StagedFolder(output) as staged:
         sources = video_sources(input_directory)
         rows = []
@@ -225,7 +237,12 @@ def split(args) -> None:
 
 
 def main(argv: Optional[list] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_flag_values(args)
+    except AcquisitionError as error:
+        parser.error(str(error))
     return run_tool(lambda: split(args), args.output_directory)
 
 
