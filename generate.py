@@ -6,6 +6,7 @@
 --input is the first frame (an image, or HDF5 data as PATH[:video[:frame]]); leave it out to compose from an empty
 canvas. The controls file (docs/controls.md) says which cells of which source go where in which generated frame.
 Writes the video (.mp4 or .gif) and a PNG strip of its frames with the control cells outlined.
+Exit status: 0 done, 1 bad config, controls, input or checkpoint (one `error:` line), 2 bad command line.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lutils.configuration import Configuration, ConfigurationError
+from lutils.configuration import Configuration
+from lutils.errors import CageError, report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,17 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from dataset.frames import load_frame
-    from model.checkpoint import CheckpointError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if out.suffix.lower() not in (".mp4", ".gif"):
+        parser.error(f"--out must end in .mp4 or .gif, got {out}")
+    if args.num_frames < 1:
+        parser.error(f"--num-frames must be at least 1, got {args.num_frames}")
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    if not args.fps > 0:
+        parser.error(f"--fps must be positive, got {args.fps}")
+    from dataset.frames import FrameNotFoundError, load_frame
     from model.controls import Controls, ControlsError, load_controls, pixel_boxes
 
-    out = Path(args.out)
     try:
-        if out.suffix.lower() not in (".mp4", ".gif"):
-            raise ValueError(f"--out must end in .mp4 or .gif, got {out}")
-        if args.num_frames < 1:
-            raise ValueError("--num-frames must be at least 1")
         config = Configuration(args.config, args.overrides)
         grid = tuple(config.model.vector_field_regressor.state_res)
         # Everything about the controls is checked before the model is built.
@@ -74,16 +80,18 @@ def main(argv=None) -> int:
                 continue
             try:
                 frames.append(load_frame(spec, *size, base_dir))
-            except FileNotFoundError as error:
-                raise FileNotFoundError(f"source not found: {spec} ({error})") from error
+            except FrameNotFoundError as error:
+                raise FrameNotFoundError(f"source not found: {spec} ({error})") from error
 
         import torch
 
         from lutils.media import save_contact_sheet, write_video
         from lutils.precision import autocast, resolve_precision
-        from model.generation import generate
+        from model.generation import ADAPTIVE_SOLVERS, FIXED_GRID_SOLVERS, generate
         from model.model import Model
 
+        if args.solver not in FIXED_GRID_SOLVERS + ADAPTIVE_SOLVERS:
+            parser.error(f"--solver must be one of {', '.join(FIXED_GRID_SOLVERS + ADAPTIVE_SOLVERS)}, got {args.solver}")
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = Model(config["model"]).load_from_ckpt(args.ckpt, trust=args.trust_checkpoint, use_ema=args.ema)
         model = model.to(device).eval()
@@ -97,9 +105,8 @@ def main(argv=None) -> int:
             video = generate(model, args.num_frames, device, initial_frames=initial, feats=feats, feats_masks=masks,
                              method=args.method, odesolver=args.solver, num_steps=args.steps, gamma=args.gamma,
                              past_horizon=args.past_horizon, seed=args.seed, verbose=True)
-    except (ConfigurationError, ControlsError, CheckpointError, FileNotFoundError, ValueError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except CageError as error:  # ConfigurationError, ControlsError, CheckpointError, FrameSourceError, ...
+        return report(error)
     video_path = write_video(out, video[0].clamp(-1, 1), fps=args.fps)
     boxes = pixel_boxes(controls, video.shape[-2:], leading_frames=1 if args.input else 0)
     strip = save_contact_sheet(out.with_suffix(".png"), video[:1].clamp(-1, 1), boxes=[boxes])

@@ -5,6 +5,9 @@ Multi-GPU: `torchrun --nproc-per-node G train.py ...` (add `--nnodes N --rdzv-ba
 for several nodes), or `--num-gpus G` to spawn G processes on this node. The run lives in
 runs/<name>_run-<run-name>/. `--dry-run` checks a config and its data without training: it builds the train (and
 val, when present) datasets, draws one batch through a DataLoader and prints what it got.
+
+Exit status: 0 done, 1 bad config, data, checkpoint or run folder (one `error:` line; a project error or a missing
+or existing file), 2 bad command line. Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -13,9 +16,9 @@ import os
 import sys
 import time
 
-from lutils.configuration import Configuration, ConfigurationError
-
-DEFAULT_SEED = 1543
+from lutils.configuration import Configuration
+from lutils.errors import CageError, report
+from training import DEFAULT_SEED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +81,6 @@ def trainer_class(kind: str):
 
 def run(args: argparse.Namespace, config: Configuration, kind: str = "cage") -> int:
     """Train in this process (one of possibly several: torchrun or --num-gpus sets the environment)."""
-    from model.checkpoint import CheckpointError
     from training.distributed import cleanup, init_distributed
 
     info = init_distributed(args.device)
@@ -86,9 +88,8 @@ def run(args: argparse.Namespace, config: Configuration, kind: str = "cage") -> 
         trainer = trainer_class(kind)(config, args.run_name, info, seed=args.random_seed, use_wandb=args.wandb,
                                       resume_step=args.resume_step, precision=args.precision)
         return trainer.train(max_steps=args.max_steps)
-    except (CheckpointError, FileNotFoundError, FileExistsError, KeyError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (CageError, FileNotFoundError, FileExistsError) as error:  # FileExistsError: a run with checkpoints
+        return report(error)
     finally:
         cleanup()
 
@@ -109,9 +110,8 @@ def main(argv=None, kind: str = "cage") -> int:
         if args.dry_run:
             dry_run(config)
             return 0
-    except (ConfigurationError, FileNotFoundError, KeyError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (CageError, FileNotFoundError) as error:  # FileNotFoundError: a missing data split
+        return report(error)
     from training.distributed import free_port, launched_by_torchrun
 
     if launched_by_torchrun() or not args.num_gpus or args.num_gpus <= 1:
