@@ -58,8 +58,8 @@ def main() -> int:
     if all((h5_dir / split / "manifest.json").is_file() for split in COUNTS):
         print("reusing existing shards")
     else:
-        code = convert_to_h5.main(["--data_dir", str(frames_dir), "--out_dir", str(h5_dir), "--extension", "png",
-                                   "--image_size", "64", "--processes", "2", "--force"])
+        code = convert_to_h5.main(["--data-dir", str(frames_dir), "--out-dir", str(h5_dir), "--extension", "png",
+                                   "--image-size", "64", "--processes", "2", "--force"])
         if code != 0:
             return code
 

@@ -94,9 +94,9 @@ def main() -> int:
     else:
         from dataset.make_synthetic import main as make_synthetic
 
-        code = make_synthetic(["--out_dir", str(data), "--train", str(p["train"]), "--val", str(p["val"]), "--test",
-                               str(p["test"]), "--frames", "32", "--size", "64", "--min_objects", "2",
-                               "--max_objects", "4", "--seed", "0", "--force", "--quiet"])
+        code = make_synthetic(["--out-dir", str(data), "--train", str(p["train"]), "--val", str(p["val"]), "--test",
+                               str(p["test"]), "--frames", "32", "--size", "64", "--min-objects", "2",
+                               "--max-objects", "4", "--seed", "0", "--force", "--quiet"])
         if code != 0:
             return code
 
