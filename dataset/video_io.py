@@ -39,11 +39,6 @@ def resize_image(image: Image.Image, size: Optional[tuple], mode: str = "squash"
     return image.resize((width, height), resample=Image.BICUBIC)
 
 
-def read_image(path: str | Path, size: Optional[tuple] = None, mode: str = "squash") -> np.ndarray:
-    """One image file as uint8 [H W 3] RGB."""
-    return _read_image(path, size, mode)[0]
-
-
 def _read_image(path: str | Path, size: Optional[tuple], mode: str) -> tuple:
     """(uint8 [H W 3] RGB after any resize, (W, H) of the file itself)."""
     try:
