@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -12,6 +11,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tqdm import tqdm
+
+from lutils.configuration import to_plain
+from lutils.io import dumps_json
 
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -35,24 +37,6 @@ def _scalar(value: Any) -> Any:
         return value.float().item()
     if hasattr(value, "item") and getattr(value, "size", 1) == 1:
         return value.item()
-    return value
-
-
-def _plain_config(config: Optional[Mapping]) -> Optional[dict]:
-    """A plain nested dict for wandb (OmegaConf nodes would be stored as strings)."""
-    if config is None:
-        return None
-    if hasattr(config, "to_dict"):
-        return config.to_dict()
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
-
-
-def _json_safe(value: Any) -> Any:
-    """JSON has no NaN/inf: encode them as strings so the metrics file stays valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
     return value
 
 
@@ -112,7 +96,7 @@ class Logger:
             self._wandb_run = wandb.init(
                 project=project,
                 name=run_name,
-                config=_plain_config(config),
+                config=None if config is None else to_plain(config),  # nested dicts, not OmegaConf nodes
                 mode=mode,
                 dir=str(self.run_dir) if self.run_dir is not None else None,
             )
@@ -145,8 +129,8 @@ class Logger:
             return logged
         if self._metrics_file is not None:
             record = {"step": int(step), "time": time.time()}
-            record.update({key: _json_safe(value) for key, value in logged.items()})
-            self._metrics_file.write(json.dumps(record) + "\n")
+            record.update(logged)
+            self._metrics_file.write(dumps_json(record, indent=None) + "\n")  # NaN and inf as null
         if self._wandb_run is not None:
             self._wandb_run.log(logged, step=int(step))
         return logged
@@ -169,11 +153,16 @@ class Logger:
         self.close()
 
 
+LEGACY_NON_FINITE = ("nan", "inf", "-inf")  # how files written before lutils.io.json_safe spelled them
+
+
 def read_metrics(path: str | Path) -> list:
-    """Read a metrics.jsonl file back into a list of dicts (non-finite values restored as floats)."""
+    """Read a metrics.jsonl file back into a list of dicts. A null value (written for a NaN or infinite one, see
+    lutils.io.json_safe) reads as NaN; the strings "nan", "inf" and "-inf" of older files read as those floats."""
     records = []
     for line in Path(path).read_text().splitlines():
         if line.strip():
             record = json.loads(line)
-            records.append({k: float(v) if v in ("nan", "inf", "-inf") else v for k, v in record.items()})
+            records.append({k: float("nan") if v is None else float(v) if v in LEGACY_NON_FINITE else v
+                            for k, v in record.items()})
     return records

@@ -196,7 +196,9 @@ def test_non_scalar_tensor_raises(tmp_path, value):
             logger.log("bad", value)
 
 
-def test_non_finite_values_round_trip(tmp_path):
+def test_non_finite_values_are_written_as_null_and_read_back_as_nan(tmp_path):
+    """One JSON convention for the project (lutils.io.json_safe): NaN and inf are null, which is standard JSON; they
+    read back as NaN (null does not say which non-finite value it was)."""
     with Logger("proj", "r", run_dir=tmp_path) as logger:
         logger.log("nan", float("nan"))
         logger.log("inf", float("inf"))
@@ -205,11 +207,18 @@ def test_non_finite_values_round_trip(tmp_path):
         logger.finalize_logs(1)
     text = (tmp_path / "metrics.jsonl").read_text()
     raw = strict_json(text)  # still standard JSON
-    assert isinstance(raw["nan"], str) and isinstance(raw["inf"], str) and isinstance(raw["ninf"], str)
+    assert raw["nan"] is None and raw["inf"] is None and raw["ninf"] is None and raw["ok"] == 1.0
     (record,) = read_metrics(tmp_path / "metrics.jsonl")
-    assert math.isnan(record["nan"])
-    assert record["inf"] == math.inf and record["ninf"] == -math.inf
+    assert all(math.isnan(record[key]) for key in ("nan", "inf", "ninf"))
     assert record["ok"] == 1.0 and record["step"] == 1
+
+
+def test_read_metrics_reads_the_older_string_spelling(tmp_path):
+    """Files written before json_safe spelled non-finite values as strings; they still read back as floats."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "a": "nan", "b": "inf", "c": "-inf", "d": 0.5}\n\n')
+    (record,) = read_metrics(path)
+    assert math.isnan(record["a"]) and record["b"] == math.inf and record["c"] == -math.inf and record["d"] == 0.5
 
 
 def test_messages_go_to_console_and_log_file(tmp_path, capsys):
