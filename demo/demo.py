@@ -1,5 +1,9 @@
 """Animate an image by moving its parts: the original demo/demo.py's editor, same keys, same gestures, same cells.
 
+This module owns what is particular to animation: its state, keys, gestures and picture. What every editor shares
+(construction, the gesture calls, control tensors, generation, saving) is in demo/editor.py; the figure that shows
+it and sends it mouse and key events is demo/view.py.
+
 The original way (configs/<name>.yaml, CHECKPOINTS[name] in demo/common.py, the config's test split):
 
     demo = Demo("clevrer", device="cuda:0", num_frames=12)
@@ -33,7 +37,8 @@ from typing import Optional
 
 import torch
 
-from demo.editor import Editor
+from demo.editor import CellMarks, Editor
+from model.controls import mask_cells
 
 
 class Demo(Editor):
@@ -109,7 +114,7 @@ class Demo(Editor):
         self._refresh()
         return frame
 
-    # Gestures (called by the figure's events) ---------------------------------------------------------------------
+    # Gestures (the core's pointer_press / pointer_move / pointer_release) ----------------------------------------
     def _press(self, xy) -> None:
         if self.mode == "c":
             self._need_image()
@@ -147,20 +152,13 @@ class Demo(Editor):
         """Write control frame `frame_id` from placed = ([(source, destination)], dropped): each pair copies the
         image's features of the source cell to the destination cell. Returns the frame and advances to the next."""
         frame = self.frame_id
-        while len(self.masks) <= frame:
-            self.masks.append(self._new_mask(self.grid))
-            self.features.append(torch.zeros_like(self.features[0]))
-        for (r, c), (dr, dc) in placed[0]:
-            self.masks[frame][dr, dc] = 1.0
-            self.features[frame][:, dr, dc] = self.features[0][:, r, c]
+        self._write_cells(self.masks, self.features, frame, self.features[0], placed[0])
         self.frame_id += 1
         self._report_write(frame, placed)
         return frame
 
-    def control_tensors(self) -> tuple:
-        if len(self.masks) < 2:
-            return None, None
-        return torch.stack(self.features[1:])[None], torch.stack(self.masks[1:])[None, :, None]
+    def _control_frames(self) -> tuple:
+        return self.features[1:], self.masks[1:]
 
     def _initial_frames(self) -> torch.Tensor:
         self._need_image()
@@ -180,18 +178,17 @@ class Demo(Editor):
         if not self.selected:
             raise RuntimeError("select cells (c, then drag over them) before moving them")
 
-    # Drawing -----------------------------------------------------------------------------------------------------
+    # What there is to show ---------------------------------------------------------------------------------------
     def title(self) -> str:
         return f"{self.dataset_name}, idx: {self.source}"
 
-    def _draw(self, ax) -> None:
+    def _picture(self) -> tuple:
+        """The image; the cells ever selected (filled) and the current selection in red; each control frame's cells
+        in its colour; the group being dragged in blue."""
         if not self.images:
-            ax.set_axis_off()
-            ax.set_title("call run(...) to load an image", fontsize=9)
-            return
-        self._show_image(ax, self.images[0])
-        self._mark_cells(ax, self._mask_cells(self.masks[0]), "red", fill=True)
-        self._mark_cells(ax, self.selected, "red")
-        self._draw_control_frames(ax, self.masks[1:], first=1)
+            return None, [], "call run(...) to load an image"
+        marks = [CellMarks(mask_cells(self.masks[0]), "red", fill=True), CellMarks(list(self.selected), "red"),
+                 *self._control_frame_marks(self.masks[1:], first=1)]
         if self.moving:
-            self._mark_cells(ax, [dst for _, dst in self.moving[0]], "blue", fill=True)
+            marks.append(CellMarks([dst for _, dst in self.moving[0]], "blue", fill=True))
+        return self.images[0], marks, ""

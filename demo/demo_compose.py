@@ -1,6 +1,10 @@
 """Compose a scene from parts of several images: the original demo/demo_compose.py's editor, same keys, same gestures,
 same cells. There is no input frame: the video comes only from the controls (noise context and reference).
 
+This module owns what is particular to composition: its state, keys, gestures, canvas and picture. What every
+editor shares (construction, the gesture calls, control tensors, generation, saving) is in demo/editor.py; the
+figure that shows it and sends it mouse and key events is demo/view.py.
+
 The original way (configs/<name>.yaml, CHECKPOINTS[name] in demo/common.py, the config's test split):
 
     demo = DemoCompose("clevrer", steps=10, num_frames=9, past_horizon=4)   # source_image="x.png": that image only
@@ -41,7 +45,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from demo.editor import Editor
+from demo.editor import CellMarks, Editor
 from lutils.logging import to_video
 
 
@@ -134,8 +138,7 @@ class DemoCompose(Editor):
     def paste_mode(self) -> None:
         """The 'v' key: paste mode on the canvas; opens control frame 0."""
         self._need_images()
-        if not self.masks:
-            self._new_frame()
+        self._extend(self.masks, self.controls, 1, self.features[0])  # control frame 0, once
         self.mode, self.view = "v", "canvas"
         self.message = f"paste and move object {self.cur_object + 1}"
 
@@ -199,7 +202,7 @@ class DemoCompose(Editor):
         self._refresh()
         return self.ctrl_id
 
-    # Gestures (called by the figure's events) ---------------------------------------------------------------------
+    # Gestures (the core's pointer_press / pointer_move / pointer_release) ----------------------------------------
     def _press(self, xy) -> None:
         if self.mode == "c":
             self._need_images()
@@ -238,30 +241,20 @@ class DemoCompose(Editor):
     def _object_cells(self) -> list:
         return self.groups[self.cur_object]
 
-    def _new_frame(self) -> None:
-        self.masks.append(self._new_mask(self.grid))
-        self.controls.append(torch.zeros_like(self.features[0]))
-
     def _write(self, frame: int, placed: tuple) -> list:
         """Write the current object into control frame `frame`: each (source, destination) pair copies the features
         of the object's image at the source cell to the destination cell. Returns the pairs."""
         pairs = placed[0]
-        while len(self.masks) <= frame:
-            self._new_frame()
         if frame == 0:
             self.ctrl_id = 0
         source = self.features[self.group_images[self.cur_object]]
-        for (r, c), (dr, dc) in pairs:
-            self.masks[frame][dr, dc] = 1.0
-            self.controls[frame][:, dr, dc] = source[:, r, c]
+        self._write_cells(self.masks, self.controls, frame, source, pairs)
         self.placements.append((frame, self.cur_object, pairs))
         self._report_write(frame, placed)
         return pairs
 
-    def control_tensors(self) -> tuple:
-        if not self.masks:
-            return None, None
-        return torch.stack(self.controls)[None], torch.stack(self.masks)[None, :, None]
+    def _control_frames(self) -> tuple:
+        return self.controls, self.masks
 
     def generate(self, num_frames: Optional[int] = None, **generate_kwargs) -> torch.Tensor:
         """Generate from the controls alone (initial_frames=None): [1, num_frames, 3, H, W] in [-1, 1]."""
@@ -278,7 +271,7 @@ class DemoCompose(Editor):
             raise RuntimeError(f"no object {self.cur_object + 1} to place: select objects (c, then drag over them) "
                                f"first ({len(self.groups)} selected)")
 
-    # Drawing -----------------------------------------------------------------------------------------------------
+    # What there is to show ---------------------------------------------------------------------------------------
     def canvas(self, frame: int = 0) -> np.ndarray:
         """uint8 [H W 3]: a white canvas with the source pixels of the cells placed in control frame `frame`."""
         canvas = np.full((self.im_res, self.im_res, 3), 255, dtype=np.uint8)
@@ -300,19 +293,17 @@ class DemoCompose(Editor):
             return f"paste and move object {self.cur_object + 1} of {len(self.groups)}"
         return f"{self.dataset_name}, idx={self.sources[-1] if self.sources else None}"
 
-    def _draw(self, ax) -> None:
+    def _picture(self) -> tuple:
+        """On an image: it, with the objects selected on it in red. On the canvas: control frame 0 as pasted, the
+        cells of control frames 1, 2, ... in their colours, the object being dragged in blue."""
         if not self.images:
-            ax.set_axis_off()
-            ax.set_title("call run(...) to show the images", fontsize=9)
-            return
+            return None, [], "call run(...) to show the images"
         if self.view == "source":
-            self._show_image(ax, self.images[-1])
             current = len(self.images) - 1
-            for cells, image in zip(self.groups, self.group_images):
-                if image == current:
-                    self._mark_cells(ax, cells, "red", fill=True)
-            return
-        self._show_image(ax, self.canvas(0))
-        self._draw_control_frames(ax, self.masks[1:], first=1)
+            marks = [CellMarks(list(cells), "red", fill=True)
+                     for cells, image in zip(self.groups, self.group_images) if image == current]
+            return self.images[-1], marks, ""
+        marks = self._control_frame_marks(self.masks[1:], first=1)
         if self.moving:
-            self._mark_cells(ax, [dst for _, dst in self.moving[0]], "blue", fill=True)
+            marks.append(CellMarks([dst for _, dst in self.moving[0]], "blue", fill=True))
+        return self.canvas(0), marks, ""

@@ -1,36 +1,66 @@
-"""The base of the animation (`demo.Demo`) and composition (`demo.DemoCompose`) editors.
+"""The editors' core, without a display: what the animation (`demo.Demo`) and composition (`demo.DemoCompose`)
+editors share.
 
-It owns what both share: how an editor is built (the original way, from a dataset name, or from a model already
-loaded), the matplotlib figure and its mouse and key events, generation, snapshots and saving. What each gesture
-does is in the subclasses; where a pointer lands on the latent grid is in demo/grid.py.
-
-Every state change goes through plain methods, so the editors also run without a display: scripts and tests drive
-them through the methods or through real matplotlib events on a non-interactive backend.
+It owns how an editor is built (the original way, from a dataset name, or from a model already loaded), its state
+(sources and their features, the cells written into each control frame), the gestures as plain calls (a pointer
+pressed, moved and released at pixel (x, y) of the image, a key), the control tensors, generation and saving, and
+`scene()`: what there is to show, as data. It imports no matplotlib, so any front end can drive it: scripts and
+tests call its methods, demo/view.py turns matplotlib events into these calls and draws the scene (`show()` opens
+that view, `snapshot()` renders it). What each gesture does is in the subclasses (demo/demo.py,
+demo/demo_compose.py); where a pointer lands on the latent grid is in demo/grid.py; loading is in demo/loading.py.
 """
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from demo import grid as pointer
-from demo.common import load_model_and_data, show_video
+from demo.display import video_frames
+from demo.loading import load_model_and_data
 from lutils.logging import to_video
+from model.controls import mask_cells, pad_controls, pixel_boxes
 
 log = logging.getLogger(__name__)
 
+#: colour of the cells of control frame k (as drawn): FRAME_COLOURS[k % len(FRAME_COLOURS)], matplotlib names
 FRAME_COLOURS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink",
                  "tab:olive", "tab:cyan", "tab:gray")
 
 
+@dataclass
+class CellMarks:
+    """Cells to outline (or fill) in one colour, labelled at their first cell when `label` is given."""
+
+    cells: list
+    colour: str
+    fill: bool = False
+    label: Optional[str] = None
+
+
+@dataclass
+class Scene:
+    """What an editor shows: an image with its cell grid and marked cells, the mode letter in the top-right corner,
+    and a caption (title, mode, keys, the last message). Coordinates are the image's pixels."""
+
+    image: Optional[np.ndarray]  # uint8 [H W 3]; None before an image is loaded (then `placeholder` is shown)
+    marks: list = field(default_factory=list)  # CellMarks, drawn in order
+    caption: str = ""
+    mode: str = ""  # the mode letter ("C", "M", ...), "" for none
+    placeholder: str = ""
+    size: int = 0  # the image's side in pixels
+    grid: tuple = (1, 1)  # (rows, cols) of latent cells
+    cell_size: tuple = (1.0, 1.0)  # (height, width) of a cell in pixels
+
+
 class Editor:
     """State and plumbing shared by the editors. Subclasses define KEYS, the gesture hooks (`_press`, `_drag`,
-    `_release`), `control_tensors`, `_initial_frames` and `_draw`."""
+    `_release`), `_control_frames`, `_initial_frames` and `_picture`."""
 
     #: key -> name of the method it calls
     KEYS: dict = {}
@@ -86,8 +116,8 @@ class Editor:
         self.grid_size = self.grid[0]  # the original's name
         self.cell_size = (self.im_res / self.grid[0], self.im_res / self.grid[1])  # (height, width) in pixels
         self.ts = int(self.im_res / self.grid[0])  # the original's cell size in pixels
-        self.fig = self.ax = None
-        self._cids: list = []
+        self._figure = None  # the demo.view.EditorFigure showing the editor, if any
+        self._listeners: list = []  # called after every change (front ends redraw)
         self.out_images: list = []
 
     def reinit(self) -> None:
@@ -180,7 +210,7 @@ class Editor:
         return pointer.shift_group(cells, shift, self.grid)
 
     def _report_write(self, frame: int, placed: tuple) -> None:
-        """Say what a write did; cells dropped off the grid are a warning (logged and shown in the figure)."""
+        """Say what a write did; cells dropped off the grid are a warning (logged and in `message`)."""
         pairs, dropped = placed
         self.message = f"control frame {frame}: {len(pairs)} cell(s) placed"
         if dropped:
@@ -193,16 +223,112 @@ class Editor:
     def _new_mask(grid: Sequence[int]) -> torch.Tensor:
         return torch.zeros(int(grid[0]), int(grid[1]))
 
-    # Generation --------------------------------------------------------------------------------------------------
-    def control_tensors(self) -> tuple:
-        """(feats [1 K F h w], masks [1 K 1 h w]) of the K control frames written, or (None, None)."""
+    def _extend(self, masks: list, features: list, length: int, like: torch.Tensor) -> None:
+        """Grow the state lists `masks` [h w] and `features` [F h w, zeros like `like`] with empty control frames
+        to `length` entries."""
+        while len(masks) < length:
+            masks.append(self._new_mask(self.grid))
+            features.append(torch.zeros_like(like))
+
+    def _write_cells(self, masks: list, features: list, frame: int, source: torch.Tensor, pairs) -> None:
+        """Write entry `frame` of the state lists (grown to it): each (source cell, destination cell) pair marks the
+        destination in masks[frame] and copies the features [F h w] `source` has at the source cell there."""
+        self._extend(masks, features, frame + 1, source)
+        for (r, c), (dr, dc) in pairs:
+            masks[frame][dr, dc] = 1.0
+            features[frame][:, dr, dc] = source[:, r, c]
+
+
+    # Gestures, from any front end --------------------------------------------------------------------------------
+    def pointer_press(self, xy: Sequence[float]) -> None:
+        """The pointer pressed at pixel (x, y) of the image shown."""
+        self._act(self._press, tuple(xy))
+
+    def pointer_move(self, xy: Sequence[float]) -> None:
+        """The pointer moved to pixel (x, y); only a drag (after a press on the image) does something."""
+        if self.press:
+            self._act(self._drag, tuple(xy))
+
+    def pointer_release(self) -> None:
+        """The pointer released; a release without a press on the image (e.g. a drag started outside it) does
+        nothing."""
+        pressed, self.press = self.press, False
+        if pressed:
+            self._act(self._release)
+
+    def key_press(self, key: str) -> bool:
+        """Key `key` (matplotlib's names: "c", "enter", ...); False when it is not one of KEYS."""
+        action = self.KEYS.get(key)
+        if action is not None:
+            self._act(getattr(self, action))
+        return action is not None
+
+    def _act(self, function, *args) -> None:
+        """Run a gesture: an error becomes the message shown (and a logged warning) instead of escaping a front
+        end's callback; the front ends are told afterwards."""
+        try:
+            function(*args)
+        except Exception as error:  # noqa: BLE001 - user-facing message
+            self.message = f"error: {error}"
+            log.warning("%s", error)
+        self._refresh()
+
+    def _press(self, xy) -> None:
         raise NotImplementedError
+
+    def _drag(self, xy) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    # Front ends --------------------------------------------------------------------------------------------------
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every change of what the editor shows."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _refresh(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+    # Controls ----------------------------------------------------------------------------------------------------
+    def _control_frames(self) -> tuple:
+        """([F h w], [h w]): the features and masks of the control frames written, as state lists."""
+        raise NotImplementedError
+
+    def control_tensors(self, num_frames: Optional[int] = None) -> tuple:
+        """(feats [1 K F h w], masks [1 K 1 h w]) of the K control frames written, or (None, None) when none is.
+
+        With `num_frames`, fitted to that many frames by model.controls.pad_controls (frames without controls
+        appended, or the frames beyond it cut), also when none is written.
+        """
+        features, masks = self._control_frames()
+        if masks:
+            feats, masks = torch.stack(features)[None], torch.stack(masks)[None, :, None]
+        elif num_frames is None:
+            return None, None
+        else:
+            feats = torch.zeros(1, 0, self.model.feats_dim, *self.grid)
+            masks = torch.zeros(1, 0, 1, *self.grid)
+        return (feats, masks) if num_frames is None else pad_controls(feats, masks, int(num_frames))
 
     @property
     def num_control_frames(self) -> int:
-        feats, _ = self.control_tensors()
-        return 0 if feats is None else feats.shape[1]
+        return len(self._control_frames()[1])
 
+    def control_boxes(self) -> list:
+        """Pixel rectangles (x0, y0, x1, y1) of the control cells of each frame of the generated video (before
+        generating: of the frames the control frames written drive)."""
+        length = self.generated_frames.shape[1] if self.generated_frames is not None \
+            else self.num_control_frames + self.video_offset
+        _, masks = self.control_tensors(num_frames=length - self.video_offset)
+        return pixel_boxes(masks, (self.im_res, self.im_res), leading_frames=self.video_offset)
+
+    # Generation --------------------------------------------------------------------------------------------------
     def _initial_frames(self) -> Optional[torch.Tensor]:
         return None
 
@@ -217,7 +343,7 @@ class Editor:
         from model.generation import generate
 
         feats, masks = self.control_tensors()
-        written = 0 if feats is None else feats.shape[1]
+        written = self.num_control_frames
         n = self.num_frames if num_frames is None else int(num_frames)
         unused = written - n
         kwargs = dict(method="joint", odesolver="euler", num_steps=self.steps, past_horizon=self.past_horizon,
@@ -235,40 +361,6 @@ class Editor:
         return self.generated_frames
 
     # Output ------------------------------------------------------------------------------------------------------
-    def render(self):
-        """The editor drawn in a new off-screen Agg figure (no display needed)."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=self.FIGSIZE)
-        FigureCanvasAgg(figure)
-        self._paint(figure, figure.add_subplot(1, 1, 1))
-        return figure
-
-    def snapshot(self) -> Image.Image:
-        """The 'x' key: the current editor picture as a PIL image, appended to `out_images`."""
-        figure = self.render()
-        figure.canvas.draw()
-        image = Image.fromarray(np.asarray(figure.canvas.buffer_rgba())[..., :3].copy())
-        self.out_images.append(image)
-        self.message = f"snapshot {len(self.out_images)} taken (demo.out_images)"
-        self._refresh()
-        return image
-
-    def control_boxes(self) -> list:
-        """Pixel rectangles (x0, y0, x1, y1) of the control cells of each generated-video frame."""
-        _, masks = self.control_tensors()
-        control_frames = [] if masks is None else [self._mask_cells(m[0]) for m in masks[0]]
-        length = self.generated_frames.shape[1] if self.generated_frames is not None \
-            else len(control_frames) + self.video_offset
-        boxes = [[] for _ in range(length)]
-        ch, cw = self.cell_size
-        for k, cells in enumerate(control_frames):
-            if k + self.video_offset < length:
-                boxes[k + self.video_offset] = [(round(c * cw), round(r * ch), round((c + 1) * cw),
-                                                 round((r + 1) * ch)) for r, c in cells]
-        return boxes
-
     def save(self, path: str | os.PathLike) -> list:
         """Write the result; returns the files written.
 
@@ -295,7 +387,7 @@ class Editor:
         path.mkdir(parents=True, exist_ok=True)
         written = []
         if self.generated_frames is not None:
-            for t, image in enumerate(show_video(self.generated_frames[:1].clamp(-1, 1), show=False)):
+            for t, image in enumerate(video_frames(self.generated_frames[:1].clamp(-1, 1))):
                 image.save(path / f"frame_{t:03d}.png")
                 written.append(path / f"frame_{t:03d}.png")
         for k, image in enumerate(self.out_images):
@@ -303,146 +395,76 @@ class Editor:
             written.append(path / f"snapshot_{k:03d}.png")
         return written
 
-    # The figure and its events -------------------------------------------------------------------------------------
-    FIGSIZE = (9.5, 4)
-
-    def show(self):
-        """Create the editor's pyplot figure, draw it and connect mouse and keys, as the original's run() does.
-
-        Interactive with any GUI backend or, in Jupyter, `%matplotlib widget` (ipympl); with a non-interactive
-        backend the figure still receives events sent through its canvas. Returns the figure.
-        """
-        import matplotlib.pyplot as plt
-
-        self.close()
-        self.fig = plt.figure(figsize=self.FIGSIZE)
-        self.ax = self.fig.add_subplot(1, 1, 1)
-        canvas = self.fig.canvas
-        manager = getattr(canvas, "manager", None)
-        default_keys = getattr(manager, "key_press_handler_id", None)
-        if default_keys is not None:  # matplotlib's own shortcuts ('c', 'v', 's', ...) would fight ours
-            canvas.mpl_disconnect(default_keys)
-        if hasattr(canvas, "header_visible"):  # ipympl
-            canvas.header_visible = False
-        self._cids = [canvas.mpl_connect("button_press_event", self.on_press),
-                      canvas.mpl_connect("motion_notify_event", self.on_motion),
-                      canvas.mpl_connect("button_release_event", self.on_release),
-                      canvas.mpl_connect("key_press_event", self.on_key)]
-        self._refresh()
-        return self.fig
-
-    def close(self) -> None:
-        """Disconnect and close the editor's figure, if any."""
-        fig = getattr(self, "fig", None)
-        if fig is not None:
-            import matplotlib.pyplot as plt
-
-            for cid in self._cids:
-                fig.canvas.mpl_disconnect(cid)
-            plt.close(fig)
-        self.fig = self.ax = None
-        self._cids = []
-
-    def on_press(self, event) -> None:
-        toolbar = getattr(event.canvas, "toolbar", None)
-        if self.ax is None or event.inaxes is not self.ax or event.xdata is None or getattr(toolbar, "mode", ""):
-            return
-        self._guarded(self._press, (event.xdata, event.ydata))
-
-    def on_motion(self, event) -> None:
-        if self.ax is None or event.inaxes is not self.ax or event.xdata is None or not self.press:
-            return
-        self._guarded(self._drag, (event.xdata, event.ydata))
-
-    def on_release(self, event) -> None:
-        pressed, self.press = self.press, False
-        if pressed:  # a release without a press on the image (e.g. a drag started outside it) does nothing
-            self._guarded(self._release)
-
-    def on_key(self, event) -> None:
-        action = self.KEYS.get(event.key)
-        if action is not None:
-            self._guarded(getattr(self, action))
-
-    def _guarded(self, function, *args) -> None:
-        """Run an action from an event: errors are shown in the figure instead of being lost in a callback."""
-        try:
-            function(*args)
-        except Exception as error:  # noqa: BLE001 - user-facing message
-            self.message = f"error: {error}"
-            log.warning("%s", error)
-        self._refresh()
-
-    def _press(self, xy) -> None:
-        raise NotImplementedError
-
-    def _drag(self, xy) -> None:
-        raise NotImplementedError
-
-    def _release(self) -> None:
-        raise NotImplementedError
-
-    def _refresh(self) -> None:
-        if self.ax is not None:
-            self.ax.clear()
-            self._paint(self.fig, self.ax)
-            self.fig.canvas.draw_idle()
-
-    # Drawing -----------------------------------------------------------------------------------------------------
-    def _paint(self, figure, ax) -> None:
-        self._draw(ax)
-        if self.mode:
-            ax.annotate(self.mode.upper(), (self.im_res - 20, 20), fontsize=16, color="black")
+    # What there is to show ---------------------------------------------------------------------------------------
+    def scene(self) -> Scene:
+        """The editor's picture as data, for any front end (demo/view.py draws it with matplotlib)."""
+        image, marks, placeholder = self._picture()
+        if image is not None and not isinstance(image, np.ndarray):
+            image = to_video(image[None])[0].transpose(1, 2, 0)
         mode = self.MODE_NAMES.get(self.mode, "none")
-        figure.suptitle(f"{self.title()}   mode: {mode}   {self.HELP}" + (f"\n{self.message}" if self.message else ""),
-                        fontsize=8)
+        caption = f"{self.title()}   mode: {mode}   {self.HELP}" + (f"\n{self.message}" if self.message else "")
+        return Scene(image, marks, caption, (self.mode or "").upper(), placeholder, self.im_res, self.grid,
+                     self.cell_size)
+
+    def _picture(self) -> tuple:
+        """(image [3 H W] in [-1, 1] or uint8 [H W 3] or None, [CellMarks], text shown when there is no image)."""
+        raise NotImplementedError
 
     def title(self) -> str:
         return self.dataset_name
 
-    def _draw(self, ax) -> None:
-        raise NotImplementedError
-
-    def _show_image(self, ax, image) -> None:
-        """An image [3 H W] in [-1,1] (or uint8 [H W 3]) with the cell grid.
-
-        Drawn as the original's plain imshow draws it (pixel i centred on coordinate i, the image spanning
-        -0.5 .. im_res - 0.5), so that a pointer reports the coordinates, and selects the cells, it did there.
-        """
-        pixels = image if isinstance(image, np.ndarray) else to_video(image[None])[0].transpose(1, 2, 0)
-        edge = self.im_res - 0.5
-        ax.imshow(pixels, extent=(-0.5, edge, edge, -0.5), interpolation="nearest")
-        ch, cw = self.cell_size
-        for r in range(1, self.grid[0]):
-            ax.axhline(r * ch, color="white", linewidth=0.3, alpha=0.5)
-        for c in range(1, self.grid[1]):
-            ax.axvline(c * cw, color="white", linewidth=0.3, alpha=0.5)
-        ax.set_xlim(-0.5, edge)
-        ax.set_ylim(edge, -0.5)
-        ax.set_xticks([])
-        ax.set_yticks([])
-
-    def _mark_cells(self, ax, cells, colour: str, fill: bool = False, label: Optional[str] = None) -> None:
-        from matplotlib.patches import Rectangle
-
-        ch, cw = self.cell_size
-        for r, c in cells:
-            ax.add_patch(Rectangle((c * cw, r * ch), cw, ch, facecolor=colour if fill else "none",
-                                   edgecolor=colour, alpha=0.35 if fill else 0.9, linewidth=1.2))
-        if label is not None and cells:
-            r, c = min(cells)
-            ax.text(c * cw + 1, r * ch + 1, label, color=colour, fontsize=7, va="top", ha="left",
-                    fontweight="bold")
-
-    def _draw_control_frames(self, ax, masks: Sequence[torch.Tensor], first: int) -> None:
-        """Outline the cells of control frames first, first+1, ..., one colour each, labelled by video frame."""
+    @staticmethod
+    def _control_frame_marks(masks: Sequence[torch.Tensor], first: int) -> list:
+        """CellMarks of the control frames first, first+1, ...: one colour each, labelled by video frame."""
+        marks = []
         for k, mask in enumerate(masks):
-            cells = self._mask_cells(mask)
+            cells = mask_cells(mask)
             if cells:
                 frame = first + k
-                self._mark_cells(ax, cells, FRAME_COLOURS[frame % len(FRAME_COLOURS)], label=str(frame))
+                marks.append(CellMarks(cells, FRAME_COLOURS[frame % len(FRAME_COLOURS)], label=str(frame)))
+        return marks
 
-    @staticmethod
-    def _mask_cells(mask: torch.Tensor) -> list:
-        """The (row, col) cells set in a mask [h w], sorted."""
-        return [tuple(c) for c in torch.nonzero(mask > 0).tolist()]
+    # The matplotlib view (demo/view.py) --------------------------------------------------------------------------
+    def show(self):
+        """Open the editor's pyplot figure, drawn and connected to mouse and keys, as the original's run() does.
+
+        Interactive with any GUI backend or, in Jupyter, `%matplotlib widget` (ipympl); with a non-interactive
+        backend the figure still receives events sent through its canvas. Returns the figure.
+        """
+        from demo.view import EditorFigure
+
+        self.close()
+        self._figure = EditorFigure(self)
+        return self._figure.fig
+
+    def close(self) -> None:
+        """Disconnect and close the editor's figure, if any."""
+        if self._figure is not None:
+            self._figure.close()
+        self._figure = None
+
+    @property
+    def fig(self):
+        """The editor's pyplot figure (after `show()`), else None."""
+        return None if self._figure is None else self._figure.fig
+
+    @property
+    def ax(self):
+        """The axes showing the image (after `show()`), else None."""
+        return None if self._figure is None else self._figure.ax
+
+    def render(self):
+        """The editor drawn in a new off-screen Agg figure (no display needed)."""
+        from demo.view import render_scene
+
+        return render_scene(self.scene())
+
+    def snapshot(self):
+        """The 'x' key: the current editor picture as a PIL image, appended to `out_images`."""
+        from demo.view import scene_image
+
+        image = scene_image(self.scene())
+        self.out_images.append(image)
+        self.message = f"snapshot {len(self.out_images)} taken (demo.out_images)"
+        self._refresh()
+        return image

@@ -186,7 +186,7 @@ class Controls:
         return [sorted(c) for c in cells]
 
 
-# Control tensors ---------------------------------------------------------------------------------------------------
+# Control tensors --------------------------------------------------------------------------------------------------
 def pad_controls(feats: torch.Tensor, masks: torch.Tensor, length: int) -> tuple:
     """(feats [b K F h w], masks [b K 1 h w]) fitted to `length` frames: frames without controls (zero features, zero
     masks) appended at the end when K < length, the frames beyond `length` cut when K > length, as given otherwise.
@@ -233,7 +233,7 @@ def pixel_boxes(controls, image_size: Sequence[int], leading_frames: int = 0) ->
     return boxes
 
 
-# The file format ----------------------------------------------------------------------------------------------------
+# The file format --------------------------------------------------------------------------------------------------
 
 def parse_cells(spec, name: str) -> list:
     """{"box": [r0, c0, r1, c1]} or [[r, c], ...]."""

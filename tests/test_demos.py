@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -23,12 +25,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import demo.common as common  # noqa: E402
+import demo.loading as loading  # noqa: E402
 from dataset.frames import load_frame  # noqa: E402
 from dataset.h5 import write_videos  # noqa: E402
 from dataset.synthetic import render_video  # noqa: E402
 from demo import Demo, DemoCompose  # noqa: E402
 from demo.common import CHECKPOINTS, checkpoint_path, load_model_and_data  # noqa: E402
+from demo.editor import FRAME_COLOURS  # noqa: E402
 from lutils.logging import to_video  # noqa: E402
 from model.generation import generate  # noqa: E402
 
@@ -415,6 +418,76 @@ def test_compose_sources_are_in_minus_one_one(compose, png):
     assert torch.allclose(torch.stack(compose.features), compose.model.get_features(torch.stack(images)))
 
 
+# The display-free core -------------------------------------------------------------------------------------------
+
+def test_the_editors_import_no_matplotlib():
+    """demo, demo.common and the editors load without matplotlib; only showing or rendering (demo/view.py) needs it."""
+    code = ("import sys\nimport demo, demo.common, demo.editor, demo.loading\nfrom demo import Demo, DemoCompose\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_front_end_drives_the_core_with_plain_calls_and_draws_its_scene(demo):
+    """What a front end other than matplotlib uses: pointer and key calls in image pixels, change notifications,
+    and scene() to draw. Selection (0, 0), (1, 1): corners (0, 0), (4, 4), mean (2, 2)."""
+    scenes = []
+    demo.add_listener(lambda: scenes.append(demo.scene()))
+    demo.run(index=1, show=False)
+    assert demo.fig is None and demo.ax is None
+    assert demo.key_press("c") and not demo.key_press("q")
+    demo.pointer_press((1.5, 1.5))
+    demo.pointer_move((5.5, 5.5))
+    demo.pointer_release()
+    assert demo.selected == [(0, 0), (1, 1)] and scenes[-1].mode == "C"
+    demo.key_press("m")
+    demo.pointer_press((6.5, 2.5))  # shift (4.5, 0.5): (0, 1), (1, 2)
+    demo.pointer_move((10.5, 6.5))  # shift (8.5, 4.5): (1, 2), (2, 3)
+    dragging = scenes[-1]
+    assert dragging.marks[-1].cells == [(1, 2), (2, 3)] and dragging.marks[-1].colour == "blue"
+    assert len(demo.masks) == 1  # nothing written before the release
+    demo.pointer_release()
+    assert cells(demo.masks[1]) == [(1, 2), (2, 3)]
+    assert torch.equal(demo.features[1][:, 2, 3], demo.features[0][:, 1, 1])
+    demo.pointer_move((20.5, 20.5))  # a move without a press does nothing
+    assert demo.moving is None
+
+    scene = demo.scene()
+    assert np.array_equal(scene.image, to_video(demo.images[0][None])[0].transpose(1, 2, 0))  # uint8 [H W 3]
+    assert (scene.size, scene.grid, scene.cell_size) == (32, (GRID, GRID), (4.0, 4.0))
+    assert scene.mode == "M" and "mode: move (m)" in scene.caption and "control frame 1" in scene.caption
+    selection, current, frame1 = scene.marks
+    assert (selection.cells, selection.fill, current.cells) == ([(0, 0), (1, 1)], True, [(0, 0), (1, 1)])
+    assert (frame1.cells, frame1.colour, frame1.label) == ([(1, 2), (2, 3)], FRAME_COLOURS[1], "1")
+
+    demo.key_press("c")  # a new, empty selection; moving it is an error shown in the scene, not raised
+    demo.key_press("m")
+    demo.pointer_press((5.5, 5.5))
+    assert scenes[-1].caption.endswith("error: select cells (c, then drag over them) before moving them")
+    count = len(scenes)
+    demo.reinit()
+    demo.key_press("c")
+    assert len(scenes) == count + 1
+
+
+def test_control_tensors_fitted_to_a_number_of_frames(demo, compose):
+    demo.run(index=0, show=False)
+    demo.select(cells=[(2, 2)])
+    demo.move(offset=(0, 1))
+    demo.move(offset=(0, 2))
+    feats, masks = demo.control_tensors()
+    longer = demo.control_tensors(num_frames=4)
+    assert longer[0].shape == (1, 4, demo.model.feats_dim, GRID, GRID) and longer[1].shape == (1, 4, 1, GRID, GRID)
+    assert torch.equal(longer[0][:, :2], feats) and torch.equal(longer[1][:, :2], masks) and not longer[1][:, 2:].any()
+    assert torch.equal(demo.control_tensors(num_frames=1)[1], masks[:, :1])
+    compose.run(indices=[0], show=False)
+    assert compose.control_tensors() == (None, None) and compose.num_control_frames == 0
+    empty_feats, empty_masks = compose.control_tensors(num_frames=2)
+    assert empty_feats.shape == (1, 2, compose.model.feats_dim, GRID, GRID) and not empty_masks.any()
+    assert compose.control_boxes() == []
+
+
 # Built the original way ------------------------------------------------------------------------------------------
 
 def fake_project(golden_dir: Path, root: Path, split: Path, name: str = "clevrer") -> Path:
@@ -475,7 +548,7 @@ def test_checkpoints_is_the_registry_the_user_edits(golden_dir, split, tmp_path,
     with pytest.raises(FileNotFoundError, match=r"CHECKPOINTS\['mine'\] = "):
         Demo("mine")  # a config without a registered checkpoint says which entry to add
     monkeypatch.setitem(CHECKPOINTS, "mine", str(root / "model_weights" / "mine" / "model.pth"))
-    monkeypatch.setattr(common, "PROJECT_ROOT", root)  # data and autoencoder paths fall back to this root
+    monkeypatch.setattr(loading, "PROJECT_ROOT", root)  # data and autoencoder paths fall back to this root
     editor = Demo("mine", steps=2)
     assert editor.dataset.data_path == root / "data" / "tiny" / "test"
     editor.close()
