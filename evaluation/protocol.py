@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 FVD_FRAMES = ("all", "generated")
+FVD_COVARIANCES = ("population",)  # the one computed (evaluation/fvd.py); recorded so results say which it was
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Protocol:
     fvd_frames: str = "all"  # "all": the K real + F generated frames against K+F real; "generated": F against F
     fvd_real_videos: int = 0  # real clips for the real statistics (evenly spaced over the split); 0: the same clips
     precision: str = "fp32"
+    fvd_covariance: str = "population"  # feature covariances divided by N (StyleGAN-V, cd-fvd), not N - 1
 
     def __post_init__(self):
         if self.num_videos < 1 or self.cond_frames < 0 or self.gen_frames < 1:
@@ -46,6 +48,8 @@ class Protocol:
             raise ValueError(f"fvd_frames must be one of {FVD_FRAMES}, got {self.fvd_frames!r}")
         if self.batch_size < 1 or self.steps < 1:
             raise ValueError(f"need batch_size >= 1 and steps >= 1, got {self.batch_size}, {self.steps}")
+        if self.fvd_covariance not in FVD_COVARIANCES:
+            raise ValueError(f"fvd_covariance must be one of {FVD_COVARIANCES}, got {self.fvd_covariance!r}")
 
     @property
     def clip_frames(self) -> int:

@@ -91,7 +91,7 @@ def arguments(setup, out: Path, *extra: str) -> list:
 
 def frechet_with_scipy(a: np.ndarray, b: np.ndarray) -> float:
     mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    s1, s2 = np.cov(a, rowvar=False, bias=True), np.cov(b, rowvar=False, bias=True)  # over N, as StyleGAN-V
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real))
 
 
@@ -119,6 +119,7 @@ def test_results_hold_every_metric_and_the_protocol(setup, full_run):
     assert (protocol["num_videos"], protocol["cond_frames"], protocol["gen_frames"], protocol["controls_prob"]) == \
         (NUM_VIDEOS, COND, GEN, 0.5)
     assert protocol["fvd_resolution"] == 224 and protocol["fvd_frames"] == "all"
+    assert protocol["fvd_covariance"] == "population"  # the covariance convention of the FVD value
     from lutils.precision import resolve_precision
 
     assert protocol["precision"] == resolve_precision("auto", "cpu")  # the default: bf16 where the CPU has it

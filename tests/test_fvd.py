@@ -124,8 +124,36 @@ def test_feature_stats_streaming_equals_numpy():
         stats.update(torch.from_numpy(chunk))
     assert stats.count == 257 and stats.dim == 5
     np.testing.assert_allclose(stats.mean.numpy(), x.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(stats.cov.numpy(), np.cov(x, rowvar=False), rtol=1e-10, atol=1e-12)
+    # covariances divided by N (bias=True), as StyleGAN-V's metrics and cd-fvd
+    np.testing.assert_allclose(stats.cov.numpy(), np.cov(x, rowvar=False, bias=True), rtol=1e-10, atol=1e-12)
     assert stats.mean.dtype == stats.cov.dtype == torch.float64
+
+
+def test_feature_stats_covariance_divides_by_n_closed_form():
+    """Three 2-d features (1, 2), (3, 6), (5, 4): mean (3, 4), deviations (-2, -2), (0, 2), (2, 0); the outer
+    products sum to [[8, 4], [4, 8]], and the covariance is that over N = 3 (not over N - 1 = 2)."""
+    x = torch.tensor([[1.0, 2.0], [3.0, 6.0], [5.0, 4.0]])
+    expected = torch.tensor([[8.0, 4.0], [4.0, 8.0]], dtype=torch.float64) / 3
+    one_shot = FeatureStats().update(x)
+    torch.testing.assert_close(one_shot.mean, torch.tensor([3.0, 4.0], dtype=torch.float64), rtol=0, atol=0)
+    torch.testing.assert_close(one_shot.cov, expected, rtol=1e-15, atol=0)
+    for pieces in ([x[:1], x[1:]], [x[:2], x[2:]], [x[:1], x[1:2], x[2:]]):  # streamed, and merged from parts
+        streamed, merged = FeatureStats(), FeatureStats()
+        for piece in pieces:
+            streamed.update(piece)
+            merged.merge(FeatureStats().update(piece))
+        for stats in (streamed, merged):
+            assert stats.count == 3
+            torch.testing.assert_close(stats.mean, one_shot.mean, rtol=1e-15, atol=0)
+            torch.testing.assert_close(stats.cov, expected, rtol=1e-15, atol=1e-15)
+
+
+def test_fvd_from_stats_closed_form_with_population_variances():
+    """1-d features: real {0, 2} (mean 1, variance 1 over N), generated {1, 5} (mean 3, variance 4 over N). The
+    distance is (1 - 3)^2 + 1 + 4 - 2 sqrt(1 * 4) = 5; with variances over N - 1 (2 and 8) it would be 6."""
+    real = FeatureStats().update(torch.tensor([[0.0], [2.0]]))
+    fake = FeatureStats().update(torch.tensor([[1.0], [5.0]]))
+    assert fvd_from_stats(real, fake) == pytest.approx(5.0, rel=1e-12)
 
 
 def test_feature_stats_merge_and_state_dict_round_trip(tmp_path):
