@@ -3,7 +3,9 @@
 Conventions: videos are float tensors [B, T, 3, H, W] with values in [0, 1] (`to_unit` converts uint8 0..255 or
 float [-1, 1] videos). Every metric returns one value per frame, a tensor [B, T]; `summarise` reduces it for JSON.
 
-- PSNR: 10 * log10(1 / MSE) over (3, H, W), data range 1, in float64, capped at `PSNR_MAX_DB`.
+- PSNR: 10 * log10(1 / MSE) over (3, H, W), data range 1, in float64, capped at `PSNR_MAX_DB`. It also takes
+  batches of images [N, 3, H, W] and other value ranges (`value_range=`), e.g. an autoencoder's reconstructions in
+  [-1, 1]: the one PSNR of the project.
 - SSIM: Wang et al. (2004) with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, data range 1, per RGB
   channel, population (not sample) covariances, averaged over the "valid" region (the window never leaves the frame;
   (11 - 1) // 2 = 5 pixels are cropped at each border) and over channels, in float64. This is what
@@ -81,15 +83,25 @@ def _frames(videos: Tensor, dtype: torch.dtype) -> Tensor:
 # ---------------------------------------------------------------------------------------------------- PSNR
 
 
-def psnr_per_frame(real: Tensor, fake: Tensor) -> Tensor:
-    """PSNR in dB per frame [B, T] (data range 1, float64), capped at PSNR_MAX_DB for identical frames.
+def psnr_per_frame(real: Tensor, fake: Tensor, value_range: Optional[str] = None) -> Tensor:
+    """PSNR in dB per frame (data range 1, float64), capped at PSNR_MAX_DB for identical frames.
+
+    `real` and `fake` are frames [..., C, H, W] of one shape: videos [B, T, 3, H, W] give [B, T], a batch of images
+    [N, 3, H, W] gives [N]. Without `value_range` they are taken to lie in [0, 1]; with it, both are converted by
+    `to_unit(x, value_range)` first (e.g. "minus_one_one" for decoder outputs in [-1, 1]; values are clamped to the
+    range). PSNR does not depend on the range's scale: 4 / MSE in [-1, 1] equals 1 / MSE in [0, 1].
 
     The MSE is clamped below at 10**(-PSNR_MAX_DB / 10): identical frames give exactly PSNR_MAX_DB instead of inf,
     because JSON has no inf and a mean that is inf would hide every other frame.
     """
-    _check_pair(real, fake)
+    if real.shape != fake.shape:
+        raise ValueError(f"real and fake videos differ in shape: {tuple(real.shape)} vs {tuple(fake.shape)}")
+    if real.dim() < 3:
+        raise ValueError(f"expected frames [..., C, H, W], got shape {tuple(real.shape)}")
+    if value_range is not None:
+        real, fake = to_unit(real, value_range), to_unit(fake, value_range)
     diff = real.to(torch.float64) - fake.to(torch.float64)
-    mse = diff.square().mean(dim=(2, 3, 4)).clamp_min(PSNR_MIN_MSE)
+    mse = diff.square().mean(dim=(-3, -2, -1)).clamp_min(PSNR_MIN_MSE)
     return (-10.0 * torch.log10(mse)).clamp_max(PSNR_MAX_DB)  # clamp_max absorbs rounding of log10 at the cap
 
 

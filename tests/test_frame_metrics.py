@@ -87,6 +87,26 @@ def test_psnr_frames_independent():
     assert after[1, 2] < before[1, 2]
 
 
+def test_psnr_of_image_batches_in_minus_one_one():
+    """The autoencoder's case: frames [N, 3, H, W] in [-1, 1]. An offset of 0.2 there is 0.1 in [0, 1]: 20 dB, the
+    same as 10 log10(4 / MSE) on the [-1, 1] values. Values beyond the range are clamped first."""
+    real = smooth_video(1, 3, 16)[0] * 2 - 1  # [3, 3, 16, 16] in [-0.6, 0.6]
+    psnr = psnr_per_frame(real, real + 0.2, value_range="minus_one_one")
+    assert psnr.shape == (3,)
+    assert torch.allclose(psnr, torch.full((3,), 20.0, dtype=torch.float64), atol=1e-5)  # float32 conversion
+    mse = (0.2 ** 2)
+    assert torch.allclose(psnr, torch.full((3,), 10 * math.log10(4 / mse), dtype=torch.float64), atol=1e-5)
+    overshoot = real.clone()
+    overshoot[0] = 1.5  # clamped to 1: only the in-range error counts
+    clamped = psnr_per_frame(real, overshoot, value_range="minus_one_one")
+    expected = psnr_per_frame(real, overshoot.clamp(-1, 1), value_range="minus_one_one")
+    assert torch.equal(clamped, expected) and torch.equal(clamped[1:], torch.full((2,), PSNR_MAX_DB, dtype=torch.float64))
+    u8 = (real[:1] * 127.5 + 127.5).round().to(torch.uint8)
+    assert psnr_per_frame(u8, u8, value_range="uint8").item() == PSNR_MAX_DB
+    with pytest.raises(ValueError, match=r"\[\.\.\., C, H, W\]"):
+        psnr_per_frame(real[0, 0], real[0, 0])
+
+
 def test_shape_errors():
     video = smooth_video(1, 2, 16)
     with pytest.raises(ValueError, match="differ in shape"):
