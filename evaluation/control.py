@@ -8,11 +8,14 @@ measured against the same targets.
 
     python -m evaluation.control --config configs/toy.yaml --ckpt runs/toy_run-toy/checkpoints/latest.pth \
         --data data/toy_h5/test --num-clips 32 --out control.json
+
+Owns the control-accuracy measurement, its summaries and its command line; evaluate.py includes it in its report
+(`control_report`). Undefined values (the interval of one clip, the median distance of an object never found) are
+None, so that the result is standard JSON as it is.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -23,6 +26,7 @@ import torch
 
 from dataset.synthetic import read_ground_truth
 from dataset.video_dataset import VideoDataset
+from evaluation.errors import EvaluationError
 from lutils.logging import to_video
 from model.controls import Controls
 from model.generation import generate
@@ -94,16 +98,20 @@ def choose_shift(cells: list, center: np.ndarray, size: int, grid: tuple, shift:
 
 
 def mean_ci95(values: np.ndarray) -> tuple:
-    """Mean and its normal-approximation 95 % interval over independent values (NaN interval for one value)."""
+    """Mean and its normal-approximation 95 % interval over independent values ([None, None] for one value: no
+    interval can be estimated, and JSON has no NaN)."""
     n = len(values)
-    half_width = 1.96 * values.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
     mean = float(values.mean())
+    if n < 2:
+        return mean, [None, None]
+    half_width = 1.96 * values.std(ddof=1) / math.sqrt(n)
     return mean, [mean - half_width, mean + half_width]
 
 
 def summarise(per_clip: list, cell: float, size: int) -> dict:
     """Mean distances with 95 % intervals over clips (a lost object counts as the image diagonal), and the
-    fraction of frames within one cell."""
+    fraction of frames within one cell. The median over the frames where the object was found is None when it was
+    never found."""
     distances = np.array([d for clip in per_clip for d in clip])  # px; lost objects are inf
     mean, interval = mean_ci95(clip_mean_distances(per_clip, size))
     finite = distances[np.isfinite(distances)]
@@ -113,7 +121,7 @@ def summarise(per_clip: list, cell: float, size: int) -> dict:
         "mean_distance_px": mean,
         "mean_distance_px_ci95": interval,
         "mean_distance_cells": mean / cell,
-        "median_distance_px_found": float(np.median(finite)) if len(finite) else float("nan"),
+        "median_distance_px_found": float(np.median(finite)) if len(finite) else None,
         "within_one_cell": float(np.mean(distances <= cell)),
         "lost": float(np.mean(~np.isfinite(distances))),
     }
@@ -135,12 +143,16 @@ def paired_difference(controlled: list, baseline: list, size: int) -> dict:
 
 def usable_clips(data_path: str | Path):
     """(index, frame 0 as [1 3 H W] in [-1, 1] at the stored size, ground truth, chosen object) for every clip of a
-    synthetic split that has an object choose_object accepts."""
+    synthetic split that has an object choose_object accepts. A split without ground truth is an EvaluationError."""
     # Only read_clip is used (raw stored frames), so the resize/crop sizes are placeholders that never apply.
     dataset = VideoDataset(data_path, 10**6, 10**6, frames_per_sample=1, random_time=False, random_horizontal_flip=False)
     for index in range(dataset.num_videos):
         shard_index, video = (int(v) for v in dataset.entries[index])
-        gt = read_ground_truth(dataset.shard_paths[shard_index], video)
+        try:
+            gt = read_ground_truth(dataset.shard_paths[shard_index], video)
+        except KeyError as error:  # read_ground_truth's way of saying the shard has none
+            raise EvaluationError(f"{data_path}: control accuracy needs synthetic ground truth "
+                                  f"(dataset.make_synthetic writes it): {error.args[0]}") from None
         k = choose_object(gt)
         if k is not None:
             yield index, dataset.read_clip(index, 0).float().div(127.5).sub(1), gt, k
@@ -179,7 +191,7 @@ def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_fram
         if len(jobs) >= num_clips:
             break
     if not jobs:
-        raise ValueError(f"{data_path}: no clip has a uniquely coloured, visible object that can be moved by {shift} cells")
+        raise EvaluationError(f"{data_path}: no clip has a uniquely coloured, visible object that can be moved by {shift} cells")
     size = jobs[0]["initial"].shape[-1]
     cell = size / grid[1]
     results = {"controlled": [], "baseline": []}
@@ -217,10 +229,20 @@ def control_accuracy(model, data_path: str | Path, num_clips: int = 32, num_fram
     }
 
 
-def main(argv=None) -> int:
-    from lutils.configuration import Configuration
-    from model.model import Model
+def control_report(model, folder: Path, dataset, num_clips: int, protocol, device) -> dict:
+    """evaluate.py's control accuracy: `num_clips` clips of the split at the protocol's frames, steps, guidance,
+    seed and precision when the split has synthetic ground truth, else the reason it was skipped."""
+    if num_clips <= 0:
+        return {"skipped": "--control-clips 0"}
+    try:
+        read_ground_truth(dataset.shard_paths[0], 0)
+    except KeyError:
+        return {"skipped": "the data has no synthetic ground truth (dataset.make_synthetic writes it)"}
+    return control_accuracy(model, folder, num_clips, protocol.gen_frames, steps=protocol.steps, gamma=protocol.gamma,
+                            seed=protocol.seed, device=device, progress=False, precision=protocol.precision)
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--ckpt", required=True)
@@ -237,15 +259,36 @@ def main(argv=None) -> int:
                         help="generation precision (default auto: bf16 on CUDA and on CPUs with bf16 instructions)")
     parser.add_argument("--out", help="write the results as JSON")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
-    config = Configuration(args.config, args.overrides)
-    model = Model(config["model"]).load_from_ckpt(args.ckpt).to(args.device).eval()
-    result = control_accuracy(model, args.data, args.num_clips, args.num_frames, args.shift, args.steps, args.gamma,
-                              args.seed, args.device, precision=args.precision,
-                              batch_size=args.batch_size)
-    print(format_result(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    return parser
+
+
+def main(argv=None) -> int:
+    """Exit status 0, 1 when the evaluation fails (its message printed, no traceback), 2 for a bad command line."""
+    from evaluation.errors import EXPECTED_ERRORS
+    from lutils.configuration import Configuration
+    from lutils.errors import report
+    from lutils.io import write_json
+    from model.model import Model
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        for name in ("num_clips", "num_frames", "shift", "steps", "batch_size"):
+            if getattr(args, name) < 1:
+                parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    except SystemExit as exit:  # argparse printed the usage and the error (status 2), or the help (0)
+        return exit.code
+    try:
+        config = Configuration(args.config, args.overrides)
+        model = Model(config["model"]).load_from_ckpt(args.ckpt).to(args.device).eval()
+        result = control_accuracy(model, args.data, args.num_clips, args.num_frames, args.shift, args.steps,
+                                  args.gamma, args.seed, args.device, precision=args.precision,
+                                  batch_size=args.batch_size)
+        print(format_result(result))
+        if args.out:
+            write_json(args.out, result)
+    except EXPECTED_ERRORS as error:
+        return report(error)  # one line on stderr, exit status 1
     return 0
 
 
@@ -257,16 +300,21 @@ def format_result(result: dict) -> str:
              "|---|---|---|---|---|"]
     for name in ("controlled", "baseline"):
         r = result[name]
-        lo, hi = r["mean_distance_px_ci95"]
-        lines.append(f"| {name} | {r['mean_distance_px']:.1f} [{lo:.1f}, {hi:.1f}] | {r['mean_distance_cells']:.2f} | "
+        lo, hi = (_number(v, ".1f") for v in r["mean_distance_px_ci95"])
+        lines.append(f"| {name} | {r['mean_distance_px']:.1f} [{lo}, {hi}] | {r['mean_distance_cells']:.2f} | "
                      f"{100 * r['within_one_cell']:.0f} % | {100 * r['lost']:.0f} % |")
     paired = result.get("controlled_minus_baseline")
     if paired:
-        lo, hi = paired["ci95_px"]
-        lines.append(f"controlled - baseline, clip by clip: {paired['mean_px']:+.1f} px [95% CI {lo:+.1f}, {hi:+.1f}]; "
+        lo, hi = (_number(v, "+.1f") for v in paired["ci95_px"])
+        lines.append(f"controlled - baseline, clip by clip: {paired['mean_px']:+.1f} px [95% CI {lo}, {hi}]; "
                      f"the object ends closer to its target with control in "
                      f"{100 * paired['clips_closer_with_control']:.0f} % of clips")
     return "\n".join(lines)
+
+
+def _number(value, spec: str) -> str:
+    """`value` formatted with `spec`, or "n/a" for None (an interval from one clip)."""
+    return "n/a" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":

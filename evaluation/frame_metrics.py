@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from evaluation.errors import EvaluationError
+
 PSNR_MAX_DB = 100.0  # PSNR of identical frames (see psnr_per_frame)
 PSNR_MIN_MSE = 10.0 ** (-PSNR_MAX_DB / 10.0)
 
@@ -44,7 +46,7 @@ ALEXNET_CONV_SLICES = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
 LPIPS_NUM_LINS = 5
 
 
-class LPIPSWeightsError(ValueError):
+class LPIPSWeightsError(EvaluationError):
     """LPIPS backbone weights that are missing or do not fit; the message says which file to provide."""
 
 

