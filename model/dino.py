@@ -72,12 +72,6 @@ def resolve_arch(name: str, overrides: Optional[Mapping] = None) -> dict:
     return arch
 
 
-def feature_dim(model_config: Mapping) -> int:
-    """Channels of the DINO features, embed_dim x num_dino_layers, from the config alone (no weights built)."""
-    arch = resolve_arch(model_config["dino_version"], to_plain(model_config.get("dino_arch")))
-    return int(arch["embed_dim"]) * int(model_config["num_dino_layers"])
-
-
 def hub_cache_file(name: str) -> Path:
     """Where torch.hub keeps the official `<name>_pretrain.pth` (the original code's torch.hub.load left it there)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / f"{name}_pretrain.pth"
@@ -145,10 +139,6 @@ class DinoBackbone(FrozenPretrained, nn.Module):
     @property
     def embed_dim(self) -> int:
         return int(self.cls_token.shape[-1])
-
-    @property
-    def feature_dim(self) -> int:
-        return self.embed_dim * self.num_layers
 
     # Weights ---------------------------------------------------------------------------------------------------------
     def load_weights(self, source: Union[str, Path, Mapping], trust: bool = False) -> None:

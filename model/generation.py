@@ -18,6 +18,7 @@ from torchdiffeq import odeint
 from tqdm import tqdm
 
 from model import rng
+from model.controls import pad_controls
 from model.flow_matching import FlowPath
 
 FIXED_GRID_SOLVERS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
@@ -218,15 +219,7 @@ def generate(
         feats_masks = torch.zeros(b, length, 1, h, w, device=device)
     elif feats_masks is None:
         raise ValueError("feats_masks is required when feats is given")
-    feats, feats_masks = feats.to(device).float(), feats_masks.to(device).float()
-    if feats.shape[1] != feats_masks.shape[1]:
-        raise ValueError(f"feats has {feats.shape[1]} frames but feats_masks {feats_masks.shape[1]}")
-    if feats.shape[1] > length:
-        feats, feats_masks = feats[:, :length], feats_masks[:, :length]
-    elif feats.shape[1] < length:
-        pad = length - feats.shape[1]
-        feats = torch.cat([feats, feats.new_zeros(b, pad, *feats.shape[2:])], dim=1)
-        feats_masks = torch.cat([feats_masks, feats_masks.new_zeros(b, pad, *feats_masks.shape[2:])], dim=1)
+    feats, feats_masks = pad_controls(feats.to(device).float(), feats_masks.to(device).float(), length)
 
     field = VelocityField(model, feats, feats_masks, num_initial, gamma, batched_guidance, generator, on_call)
     field.plot = verbose and in_notebook()

@@ -12,7 +12,7 @@ from torch import nn
 from lutils.configuration import Configuration
 from model import dino as dino_module
 from model.checkpoint import CheckpointError, select_prefix
-from model.dino import DinoBackbone, SwiGLUFFN, build_dino, feature_dim
+from model.dino import DinoBackbone, SwiGLUFFN, build_dino, resolve_arch
 
 GOLDEN_SETS = ("tiny_ours", "tiny_ldm")
 TINY = dict(patch_size=14, img_size=518, embed_dim=48, depth=2, num_heads=3, mlp_ratio=4, init_values=1.0)
@@ -80,7 +80,7 @@ def test_golden_parity(golden, name):
     assert pos.shape == io["dino_pos_embed_224"].shape
     assert layers.shape == io["dino_layers_224"].shape
     assert feats.shape == (b * l, *io["feats"].shape[2:])
-    assert feature_dim(config) == io["feats"].shape[2] == dino.feature_dim
+    assert io["feats"].shape[2] == dino.embed_dim * int(config["num_dino_layers"])
     assert all(d <= TOL for d in diffs.values()), diffs
 
 
@@ -289,10 +289,10 @@ def test_named_sizes_and_feature_dim():
         assert dino.embed_dim == dim
         assert sum(p.numel() for p in dino.parameters()) == params, name
         assert dino.pos_embed.shape == (1, 1370, dim) and dino.mask_token.shape == (1, dim)
-        assert feature_dim({"dino_version": name, "num_dino_layers": 2}) == 2 * dim
-    assert feature_dim({"dino_version": "dinov2_vitb14", "dino_arch": {"embed_dim": 48}, "num_dino_layers": 3}) == 144
+        assert resolve_arch(name, None)["embed_dim"] == dim  # from the name alone, no weights built
+    assert resolve_arch("dinov2_vitb14", {"embed_dim": 48})["embed_dim"] == 48
     with pytest.raises(ValueError, match="dino_version"):
-        feature_dim({"dino_version": "dinov2_vitx14", "num_dino_layers": 1})
+        resolve_arch("dinov2_vitx14", None)
     with pytest.raises(ValueError, match="dino_arch"):
         DinoBackbone("dinov2_vits14", {"embed_dims": 48})
 

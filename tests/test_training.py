@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lutils.configuration import Configuration
-from model.checkpoint import CheckpointError, load_file
+from model.checkpoint import CheckpointError, load_file, save_file
 from model.flow_matching import masked_loss
 from model.model import Model
 from tests.conftest import ROOT, write_rendered_splits
@@ -172,6 +172,15 @@ def test_checkpoints_and_files(data_root, tmp_path):
     assert torch.equal(model.vector_field_regressor.msk_token, state["ema"]["shadow"]["vector_field_regressor.msk_token"])
     raw = Model(tiny_config(data_root, tmp_path)["model"]).load_from_ckpt(run / "checkpoints" / "latest.pth", use_ema=False)
     assert torch.equal(raw.vector_field_regressor.msk_token, state["model"]["vector_field_regressor.msk_token"])
+    # the resume state leaves out nothing the config cannot rebuild (here the frozen parts are random: kept)
+    assert any(k.startswith("dino.") for k in state["model"]) and any(k.startswith("ae.") for k in state["model"])
+    # beside each checkpoint, an inference snapshot: EMA regressor + frozen parts in the original's layout
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == names
+    snapshot = load_file(run / "snapshots" / "latest.pth")
+    assert snapshot["global_step"] == 8 and snapshot["ema_weights"] and "optimizer" not in snapshot
+    assert "vector_field_regressor.time_projection.0.weight" in snapshot["model"]  # the original's strict load
+    from_snapshot = Model(tiny_config(data_root, tmp_path)["model"]).load_from_ckpt(run / "snapshots" / "latest.pth")
+    assert all(torch.equal(from_snapshot.state_dict()[k], v) for k, v in model.state_dict().items())
     from PIL import Image
 
     with Image.open(run / "samples" / "step_8.png") as sheet:  # rows real/generated x 2 clips, 4 frames of 32 px
@@ -206,6 +215,30 @@ def test_export_for_the_original_code(data_root, tmp_path):
     assert {f"vector_field_regressor.time_projection.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")} <= set(keys)
     assert any(k.startswith("ae.") for k in keys) and any(k.startswith("dino.") for k in keys)
     Model(tiny_config(data_root, tmp_path)["model"]).load_from_ckpt(out)
+
+
+def test_resume_state_leaves_file_weights_to_the_config(data_root, tmp_path):
+    """With the autoencoder loaded from a file, the resume state holds no ae.* weights (the run's snapshot and
+    training.export bring them back from the file), and resuming from it continues the same run."""
+    first = Trainer(tiny_config(data_root, tmp_path), "ae", DistInfo(), seed=1)
+    ae_file = save_file({"state_dict": first.model.ae.state_dict()}, tmp_path / "ae.pth")  # a taming-style file
+    config = ["model.autoencoder.random_init=false", f"model.autoencoder.ckpt_path={ae_file}"]
+    trainer = Trainer(tiny_config(data_root, tmp_path, *config), "file", DistInfo(), seed=1)
+    assert trainer.model.ae.weights.loaded
+    assert trainer.train(max_steps=2) == 0
+    latest = tmp_path / "tiny_run-file" / "checkpoints" / "latest.pth"
+    state = load_file(latest)
+    assert not any(k.startswith("ae.") for k in state["model"]) and any(k.startswith("dino.") for k in state["model"])
+    out = tmp_path / "exported.pth"
+    result = subprocess.run([sys.executable, "-m", "training.export", str(latest), "--out", str(out), "--no-ema"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    exported = torch.load(out, weights_only=True)["model"]
+    for key, value in first.model.ae.state_dict().items():
+        assert torch.equal(exported[f"ae.{key}"], value), key
+    resumed = Trainer(tiny_config(data_root, tmp_path, *config), "file", DistInfo(), seed=1, resume_step=-1)
+    assert resumed.global_step == 2
+    assert all(torch.equal(resumed.model.state_dict()[k], v) for k, v in state["model"].items())
 
 
 def test_nonfinite_steps_are_skipped_then_stop_the_run(data_root, tmp_path):

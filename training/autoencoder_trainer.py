@@ -98,6 +98,13 @@ class AutoencoderTrainer(BaseTrainer):
         """The VQVAE's keys with `module.`, the format of the original's autoencoder files."""
         return {f"module.{key}": value for key, value in self.model.state_dict().items()}
 
+    def snapshot(self) -> dict:
+        """The VQVAE's weights (EMA weights when it keeps them) in the layout of the original's autoencoder files."""
+        state = self.model.state_dict()
+        if self.ema is not None:
+            state.update(self.ema.shadow)
+        return {"model": {f"module.{key}": value for key, value in state.items()}, "global_step": self.global_step}
+
     def load_model_state(self, state: dict) -> None:
         self.model.load_state_dict(strip_prefix(state, "module."))
 

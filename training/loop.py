@@ -28,7 +28,8 @@ from dataset.transforms import to_float
 from lutils.configuration import Configuration
 from lutils.logger import Logger
 from lutils.precision import autocast, resolve_precision
-from model.checkpoint import CheckpointError
+from model.checkpoint import CheckpointError, save_file
+from training import DEFAULT_SEED
 from training.checkpointing import (
     checkpoint_path,
     load_training_checkpoint,
@@ -83,7 +84,7 @@ class BaseTrainer:
     loss_name = "Training/Loss/total_loss"
     option_defaults: dict = {}  # per-trainer changes to DEFAULTS
 
-    def __init__(self, config: Configuration, run_name: str, info: DistInfo, seed: int = 1543,
+    def __init__(self, config: Configuration, run_name: str, info: DistInfo, seed: int = DEFAULT_SEED,
                  use_wandb: bool = False, resume_step: Optional[int] = None, precision: Optional[str] = None):
         self.config, self.info, self.seed = config, info, seed
         training = config["training"]
@@ -185,11 +186,15 @@ class BaseTrainer:
         """Write sample media for the current step (optional)."""
 
     def state_dict_for_checkpoint(self) -> dict:
-        """What goes under "model" in checkpoints."""
+        """What goes under "model" in the resume state (checkpoints/)."""
         return self.model.state_dict()
 
     def load_model_state(self, state: dict) -> None:
         self.model.load_state_dict(state)
+
+    def snapshot(self) -> Optional[dict]:
+        """The inference file written beside each checkpoint into snapshots/ (None: none), built on rank 0."""
+        return None
 
     def extra_state(self) -> dict:
         """Further state a subclass needs for exact resume (saved under "extra")."""
@@ -236,7 +241,8 @@ class BaseTrainer:
         self.logger.info(f"resumed from {path} at step {self.global_step}")
 
     def _save(self, name: str) -> Optional[Path]:
-        """Write checkpoints/<name> on rank 0 (atomically); every rank contributes its RNG state."""
+        """Write the resume state checkpoints/<name> and the inference file snapshots/<name> on rank 0 (each
+        atomically); every rank contributes its RNG state."""
         rngs = gather_objects(rng_state(self.generator), self.info)
         if not self.info.is_main:
             return None
@@ -257,8 +263,12 @@ class BaseTrainer:
         path = self.run_dir / "checkpoints" / name
         try:
             save_training_checkpoint(path, state)
+            del state
+            snapshot = self.snapshot()
+            if snapshot is not None:
+                save_file(snapshot, self.run_dir / "snapshots" / name)
         except OSError as error:  # e.g. disk full: the previous file of that name is untouched
-            self.logger.error(f"could not save {path}: {error}")
+            self.logger.error(f"could not save {name}: {error}")
             return None
         return path
 
@@ -354,11 +364,29 @@ class BaseTrainer:
             self.logger.close()
 
     def _loop(self, max_steps: Optional[int]) -> int:
+        record = open(self.run_dir / f"samples_rank{self.info.rank}.txt", "a") if self.options["record_samples"] else None
+        try:
+            stopped = self._steps(max_steps, record)
+        finally:  # also on the signal path and on errors: the record of the steps taken so far is kept
+            if record is not None:
+                record.close()
+        if stopped:
+            return 0
+        self.check_consistency()
+        if self.global_step >= self.total_steps:
+            saved = self.save(final=True)
+            self.logger.info(f"finished {self.global_step} steps")
+            return 0 if saved is not None or not self.info.is_main else 1
+        self.save()
+        self.logger.info(f"stopped at step {self.global_step} (max steps); continue with --resume-step -1")
+        return 0
+
+    def _steps(self, max_steps: Optional[int], record) -> bool:
+        """Train up to max_steps (or the end); True when a signal stopped it (after saving)."""
         end = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
         log_every = int(self.options["log_every"])
         validate_every = int(self.options["validate_every"])
         sample_every = int(self.options["sample_every"])
-        record = open(self.run_dir / f"samples_rank{self.info.rank}.txt", "a") if self.options["record_samples"] else None
         progress = tqdm(total=end, initial=self.global_step, desc="train", disable=not self.info.is_main, dynamic_ncols=True)
         window: dict = {}
         window_start, clips = time.perf_counter(), 0
@@ -402,18 +430,9 @@ class BaseTrainer:
                 self.save()
                 self.logger.info(f"stopped by signal at step {self.global_step}; continue with --resume-step -1")
                 progress.close()
-                return 0
+                return True
         progress.close()
-        if record is not None:
-            record.close()
-        self.check_consistency()
-        if self.global_step >= self.total_steps:
-            saved = self.save(final=True)
-            self.logger.info(f"finished {self.global_step} steps")
-            return 0 if saved is not None or not self.info.is_main else 1
-        self.save()
-        self.logger.info(f"stopped at step {self.global_step} (max steps); continue with --resume-step -1")
-        return 0
+        return False
 
     def check_consistency(self) -> None:
         """Distributed runs: every rank must hold the same trainable weights (fails loudly otherwise)."""

@@ -8,12 +8,15 @@ import torch
 
 from dataset.clips import seeded_pick
 from dataset.transforms import to_float
+from model.checkpoint import export_for_original, load_strict, select_prefix
 from model.model import Model
 from training.distributed import barrier
 from training.loop import DEFAULTS, VAL_SEED, BaseTrainer, TrainingStopped, run_directory
 
 # The model settings that a frame's control features depend on (with the backbone's weights): the feature cache's key.
 FEATURE_SETTINGS = ("feature_backbone", "dino_version", "dino_arch", "num_dino_layers", "dino_input_size")
+
+REGRESSOR_PREFIX = "vector_field_regressor."
 
 __all__ = ["Trainer", "TrainingStopped", "DEFAULTS", "run_directory"]
 
@@ -26,6 +29,32 @@ class Trainer(BaseTrainer):
         model = Model(self.config["model"])
         model.check_frame_size(self.config["data"]["crop_size"])
         return model
+
+    # Resume state: what the config cannot rebuild; snapshot: everything to sample -----------------------------------
+    def state_dict_for_checkpoint(self) -> dict:
+        """The regressor's raw weights (its EMA weights are saved under "ema"), and a frozen part only when it has
+        random weights (no file in the config to load them from again)."""
+        kept = (REGRESSOR_PREFIX,) + tuple(f"{name}." for name, part in (("ae", self.model.ae), ("dino", self.model.dino))
+                                           if not part.weights.loaded)
+        return {key: value for key, value in self.model.state_dict().items() if key.startswith(kept)}
+
+    def load_model_state(self, state: dict) -> None:
+        """The regressor's weights; files written before resume state and snapshots were apart also hold the frozen
+        parts, which are loaded as they were then."""
+        load_strict(self.model.vector_field_regressor, select_prefix(state, REGRESSOR_PREFIX), "resume state")
+        frozen = {key: value for key, value in state.items() if not key.startswith(REGRESSOR_PREFIX)}
+        if frozen:
+            self.model.load_state_dict(frozen, strict=False)
+
+    def snapshot(self) -> dict:
+        """EMA regressor plus the frozen autoencoder and DINOv2 in the original's layout (`{"model": ...}`, with its
+        dead time_projection weights as zeros): loads with `Model.load_from_ckpt` here and in the original code."""
+        state = self.model.state_dict()
+        if self.ema is not None:
+            state.update(self.ema.shadow)
+        inner_dim = int(self.config["model"]["vector_field_regressor"]["inner_dim"])
+        return {**export_for_original(state, inner_dim), "global_step": self.global_step,
+                "ema_weights": self.ema is not None, "config": self.config.to_dict()}
 
     def check_weights(self) -> None:
         for part in (self.model.ae, self.model.dino):
