@@ -1,4 +1,4 @@
-"""Training checkpoints (atomic) and export to the original code's format."""
+"""Training checkpoints: the resume state (atomic writes, RNG states, which file a --resume-step means)."""
 from __future__ import annotations
 
 import random
