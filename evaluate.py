@@ -6,35 +6,41 @@
 
 For each selected test clip the model is conditioned on its first K real frames and generates F more, optionally with
 controls taken from the real future frames (their DINOv2 features, each cell revealed with probability
---controls-prob, as in CAGE's controlled setting). Batches are written to <out>.parts/ as they finish, so an
-interrupted run resumes where it stopped; under torchrun every process generates its share of the batches.
+--controls-prob, as in CAGE's controlled setting).
+
+Two stages, as in DiT's sample_ddp.py: sampling writes the generated clips to <out>.parts/ batch by batch, so an
+interrupted run resumes where it stopped, and under torchrun every process generates its share of the batches
+(evaluation/sampling.py); the metrics then read them on one process (evaluation/metrics.py). By default both run;
+--stage sample only generates, --stage metrics only scores samples already generated.
 
 Writes <out> (every metric, the protocol, checkpoint and code versions), <out stem>_per_frame.png (PSNR/SSIM/LPIPS per
 generated frame) and <out stem>_samples.png (real rows above generated rows). Weights are never downloaded: FVD needs
 --i3d (or --no-fvd), LPIPS runs only with --lpips-weights. See docs/evaluation.md for the protocol.
+
+Exit status: 0 on success, 1 when the evaluation fails (bad data, checkpoint, weights file or partial results; the
+message is printed without traceback), 2 for a bad command line.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from lutils.configuration import Configuration, ConfigurationError
+from evaluation.errors import EXPECTED_ERRORS, EvaluationError
+from evaluation.metrics import METRICS
+from lutils.configuration import Configuration
+from lutils.errors import report
+from lutils.io import json_safe
+
+__all__ = ["EvaluationError", "build_parser", "check_arguments", "json_safe", "main", "make_protocol", "open_clips",
+           "run", "split_folder"]  # json_safe: the one in lutils.io, still importable from here
 
 log = logging.getLogger("evaluate")
-PARTS_VERSION = 1
-SAMPLE_VIDEOS = 8  # clips shown in <out stem>_samples.png
-
-
-class EvaluationError(ValueError):
-    """A problem with the evaluation's inputs or its partial results."""
+STAGES = ("all", "sample", "metrics")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="dataset root with split folders, or a split folder (default: data.data_root)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", required=True, help="results file (.json)")
+    parser.add_argument("--stage", choices=STAGES, default="all",
+                        help="sample: generate into <out>.parts only; metrics: score the samples there only; "
+                             "all (default): both")
     parser.add_argument("--num-videos", type=int, help="clips to generate, evenly spaced over the split (default: all)")
     parser.add_argument("--cond-frames", type=int, default=1, help="K real frames the model is conditioned on")
     parser.add_argument("--gen-frames", type=int, default=15, help="F frames generated after them")
@@ -56,13 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8, help="clips per generate() call")
     parser.add_argument("--method", choices=("joint", "rollout"), default="joint")
     parser.add_argument("--solver", default="euler")
-    parser.add_argument("--i3d", help="FVD detector: i3d_torchscript.pt (TorchScript) or an I3D state dict")
-    parser.add_argument("--no-fvd", action="store_true", help="skip FVD (then --i3d is not needed)")
+    for name, metric in METRICS.items():  # each metric's weights file, and --no-<name> where the file is required
+        if metric.weights is not None:
+            parser.add_argument(metric.weights.option, dest=metric.weights.dest, help=metric.weights.help)
+            if metric.weights.required:
+                parser.add_argument(f"--no-{name}", action="store_true",
+                                    help=f"skip {name.upper()} (then {metric.weights.option} is not needed)")
     parser.add_argument("--fvd-frames", choices=("all", "generated"), default="all",
                         help="compare the K conditioning + F generated frames (all) or the F generated ones")
     parser.add_argument("--fvd-real-videos", type=int, default=0,
                         help="real clips for the real FVD statistics, evenly spaced over the split (0: the evaluated clips)")
-    parser.add_argument("--lpips-weights", help="local AlexNet weights for LPIPS (alexnet-owt-7be5be79.pth)")
     parser.add_argument("--control-clips", type=int, default=32,
                         help="clips for control accuracy when the data has synthetic ground truth (0: skip)")
     parser.add_argument("--skip-short-videos", action="store_true", help="leave out videos shorter than K+F frames")
@@ -78,6 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trust-checkpoint", action="store_true", help="allow checkpoints that need full unpickling")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     return parser
+
+
+def check_arguments(parser: argparse.ArgumentParser, args) -> None:
+    """Reject a bad command line through parser.error (exit status 2): what is wrong whatever the files hold."""
+    if Path(args.out).suffix.lower() != ".json":
+        parser.error(f"--out must be a .json file, got {args.out}")
+    at_least = {"num_videos": 1, "cond_frames": 0, "gen_frames": 1, "steps": 1, "batch_size": 1,
+                "fvd_real_videos": 0, "control_clips": 0}
+    for name, low in at_least.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            parser.error(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+    if not 0.0 <= args.controls_prob <= 1.0:
+        parser.error(f"--controls-prob must lie in [0, 1], got {args.controls_prob}")
+    if args.stage == "metrics" and args.restart:
+        parser.error("--restart discards the samples that --stage metrics scores")
+    if args.stage != "sample":
+        for name, metric in METRICS.items():
+            weights = metric.weights
+            if weights is not None and weights.required and not getattr(args, f"no_{name}") \
+                    and not getattr(args, weights.dest):
+                parser.error(f"{name.upper()} needs {weights.option} (or --no-{name}): {weights.missing}")
 
 
 # Inputs ----------------------------------------------------------------------------------------------------------
@@ -107,248 +141,87 @@ def open_clips(config: Configuration, folder: Path, clip_frames: int, skip_short
 
 def make_protocol(args, config: Configuration, num_available: int, frame_size: int):
     from evaluation.protocol import Protocol
-
     from lutils.precision import resolve_precision
 
+    for option, count in (("--num-videos", args.num_videos), ("--fvd-real-videos", args.fvd_real_videos)):
+        if count and count > num_available:
+            raise EvaluationError(f"{option}: asked for {count} videos, but the split has {num_available}")
     precision = args.precision if args.bf16 is None else ("bf16" if args.bf16 else "fp32")
     return Protocol(
         split=args.split, num_videos=args.num_videos or num_available, cond_frames=args.cond_frames,
         gen_frames=args.gen_frames, skip_frames=int(config["data"].get("skip_frames", 0)), frame_size=frame_size,
-        clip_start=0, steps=args.steps, gamma=args.gamma, seed=args.seed, batch_size=args.batch_size,
+        steps=args.steps, gamma=args.gamma, seed=args.seed, batch_size=args.batch_size,
         controls_prob=args.controls_prob, method=args.method, solver=args.solver, fvd_frames=args.fvd_frames,
         fvd_real_videos=args.fvd_real_videos, precision=resolve_precision(precision, args.device),
     )
 
 
-# Partial results -------------------------------------------------------------------------------------------------
-def prepare_parts(parts: Path, identity: dict, restart: bool) -> None:
-    """Create <out>.parts with identity.json, or check that existing parts were made by the same evaluation."""
-    if restart and parts.exists():
-        shutil.rmtree(parts)
-    saved = parts / "identity.json"
-    if saved.is_file():
-        previous = json.loads(saved.read_text())
-        changed = [f"{key}: {previous.get(key)!r} -> {value!r}" for key, value in identity.items()
-                   if previous.get(key) != value]
-        if changed:
-            raise EvaluationError(f"{parts} holds batches of another evaluation ({'; '.join(changed)}); "
-                                  f"use another --out or --restart")
-    else:
-        from lutils.io import atomic_write_text
-
-        atomic_write_text(saved, json.dumps(identity, indent=2, sort_keys=True))
-
-
-def batch_path(parts: Path, index: int) -> Path:
-    return parts / f"batch_{index:05d}.npz"
-
-
-def save_batch(path: Path, **arrays) -> None:
-    from lutils.io import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def load_batches(parts: Path, count: int):
-    """Yield the saved batches in order (each a dict of arrays); a missing one is an error."""
-    for index in range(count):
-        path = batch_path(parts, index)
-        if not path.is_file():
-            raise EvaluationError(f"{path} is missing: a process stopped early; run the same command again to finish")
-        with np.load(path) as batch:
-            yield {key: batch[key] for key in batch.files}
-
-
-# Generation ------------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def generate_batch(model, clips: torch.Tensor, protocol, batch_index: int, device) -> np.ndarray:
-    """Generated clips uint8 [b K+F 3 H W] for real clips uint8 [b K+F 3 H W]; the first K frames are the real ones."""
-    from dataset.transforms import to_float
-    from lutils.logging import to_video
-    from lutils.precision import autocast
-    from model.generation import generate
-
-    k, f = protocol.cond_frames, protocol.gen_frames
-    generator = torch.Generator().manual_seed(protocol.seed * 1_000_003 + batch_index)
-    frames = to_float(clips).to(device)
-    feats = masks = None
-    if protocol.controls_prob > 0:
-        feats = model.get_features(frames[:, k:])  # [b F C h w]
-        allowed = torch.ones(*feats.shape[:2], 1, *feats.shape[3:], device=device)
-        masks = model.sparsify(allowed, protocol.controls_prob, generator)
-    with autocast(device, protocol.precision):
-        video = generate(model, f, device, initial_frames=frames[:, :k] if k else None, feats=feats,
-                         feats_masks=masks, batch_size=len(clips), method=protocol.method,
-                         odesolver=protocol.solver, num_steps=protocol.steps, gamma=protocol.gamma, generator=generator)
-    generated = to_video(video[:, -f:])
-    return np.concatenate([clips[:, :k].numpy(), generated], axis=1)
-
-
-def generate_all(model, dataset, indices: list, protocol, parts: Path, info) -> None:
-    """Generate this process's batches that are not on disk yet (batch i belongs to rank i mod world size)."""
-    from tqdm import tqdm
-
-    mine = [b for b in range(protocol.num_batches) if b % info.world_size == info.rank]
-    todo = [b for b in mine if not batch_path(parts, b).is_file()]
-    if info.is_main:
-        done = sum(batch_path(parts, b).is_file() for b in range(protocol.num_batches))
-        log.info("generating %d clips in %d batches of %d (%d done before, %d processes)", protocol.num_videos,
-                 protocol.num_batches, protocol.batch_size, done, info.world_size)
-    for b in tqdm(todo, desc="generate", disable=not info.is_main, dynamic_ncols=True):
-        chosen = indices[b * protocol.batch_size:(b + 1) * protocol.batch_size]
-        clips = torch.stack([dataset[i] for i in chosen])
-        start = time.perf_counter()
-        generated = generate_batch(model, clips, protocol, b, info.device)
-        seconds = time.perf_counter() - start
-        save_batch(batch_path(parts, b), indices=np.asarray(chosen), real=clips.numpy(), generated=generated,
-                   seconds=np.asarray(seconds))
-
-
-# Metrics ---------------------------------------------------------------------------------------------------------
-def fvd_slice(protocol) -> slice:
-    return slice(0, None) if protocol.fvd_frames == "all" else slice(protocol.cond_frames, None)
-
-
-def compute_metrics(dataset, protocol, parts: Path, detector, lpips_model, device, real_indices: list) -> tuple:
-    """Per-frame PSNR/SSIM/LPIPS over the generated frames, FVD, the first clips for the sample grid, and the
-    generation time the batches recorded. `real_indices`: the clips of the real FVD statistics when
-    protocol.fvd_real_videos is set (otherwise the evaluated clips serve)."""
-    from evaluation import fvd
-    from evaluation.frame_metrics import lpips_per_frame, psnr_per_frame, ssim_per_frame, to_unit
-    from tqdm import tqdm
-
-    k = protocol.cond_frames
-    per_frame = {"psnr": [], "ssim": [], "lpips": []}
-    real_stats, fake_stats = fvd.FeatureStats(), fvd.FeatureStats()
-    samples, seconds = {"real": [], "generated": []}, 0.0
-    for batch in tqdm(load_batches(parts, protocol.num_batches), total=protocol.num_batches, desc="metrics",
-                      dynamic_ncols=True):
-        for key in samples:
-            samples[key].extend(batch[key][:SAMPLE_VIDEOS - len(samples[key])])
-        seconds += float(batch["seconds"])
-        real = to_unit(torch.from_numpy(batch["real"][:, k:]), "uint8")
-        fake = to_unit(torch.from_numpy(batch["generated"][:, k:]), "uint8")
-        per_frame["psnr"].append(psnr_per_frame(real, fake))
-        per_frame["ssim"].append(ssim_per_frame(real, fake))
-        if lpips_model is not None:
-            per_frame["lpips"].append(lpips_per_frame(lpips_model, real.to(device), fake.to(device)).cpu())
-        if detector is not None:
-            compared = fvd_slice(protocol)
-            fake_stats.update(fvd.extract_features(detector, torch.from_numpy(batch["generated"][:, compared]),
-                                                   protocol.batch_size, device))
-            if not protocol.fvd_real_videos:
-                real_stats.update(fvd.extract_features(detector, torch.from_numpy(batch["real"][:, compared]),
-                                                       protocol.batch_size, device))
-    fvd_result = None
-    if detector is not None:
-        if protocol.fvd_real_videos:
-            for start in tqdm(range(0, len(real_indices), protocol.batch_size), desc="real statistics",
-                              dynamic_ncols=True):
-                clips = torch.stack([dataset[i] for i in real_indices[start:start + protocol.batch_size]])
-                real_stats.update(fvd.extract_features(detector, clips[:, fvd_slice(protocol)], protocol.batch_size,
-                                                       device))
-        fvd_result = {"value": fvd.fvd_from_stats(real_stats, fake_stats), "real_videos": real_stats.count,
-                      "generated_videos": fake_stats.count}
-        if min(real_stats.count, fake_stats.count) < 256:
-            fvd_result["note"] = "fewer than 256 videos per set: FVD is strongly biased upward at this size"
-    per_frame = {name: torch.cat(values) for name, values in per_frame.items() if values}
-    return per_frame, fvd_result, {key: np.stack(clips) for key, clips in samples.items()}, seconds
-
-
-def control_report(model, folder: Path, dataset, args, protocol, device) -> dict:
-    """Control accuracy when the split has synthetic ground truth, else the reason it was skipped."""
-    from dataset.synthetic import read_ground_truth
-    from evaluation.control import control_accuracy
-
-    if args.control_clips <= 0:
-        return {"skipped": "--control-clips 0"}
-    try:
-        read_ground_truth(dataset.shard_paths[0], 0)
-    except KeyError:
-        return {"skipped": "the data has no synthetic ground truth (dataset.make_synthetic writes it)"}
-    return control_accuracy(model, folder, args.control_clips, protocol.gen_frames, steps=protocol.steps,
-                            gamma=protocol.gamma, seed=protocol.seed, device=device, progress=False,
-                            precision=protocol.precision)
-
-
-def load_optional_weights(args, device, is_main: bool) -> tuple:
-    """The FVD detector and LPIPS network (rank 0 only; on the others, just the path checks)."""
-    from evaluation import fvd
-    from evaluation.frame_metrics import load_lpips
-
-    detector = lpips_model = None
-    if not args.no_fvd:
-        if not is_main:
-            if not args.i3d or not Path(args.i3d).is_file():
-                fvd.load_detector(args.i3d, "cpu")  # raises the error that names the file to obtain
-        else:
-            detector = fvd.load_detector(args.i3d, device)
-    if args.lpips_weights:
-        lpips_model = load_lpips(args.lpips_weights, device) if is_main else None
-    return detector, lpips_model
-
-
-def summarise_metrics(per_frame: dict, fvd_result, args) -> dict:
-    from evaluation.frame_metrics import summarise
-
-    metrics = {name: summarise(values) for name, values in per_frame.items()}
-    if "lpips" not in metrics:
-        metrics["lpips"] = {"skipped": "no --lpips-weights given: LPIPS needs a local AlexNet file "
-                                       "(alexnet-owt-7be5be79.pth); nothing is downloaded"}
-    metrics["fvd"] = fvd_result if fvd_result is not None else {"skipped": "--no-fvd"}
-    return metrics
-
-
-def run(args) -> int:
-    from evaluation.protocol import evenly_spaced
-    from evaluation.report import checkpoint_info, code_versions, plot_per_frame, save_sample_grid
-    from lutils.io import atomic_write_text
+def load_model(config: Configuration, args, device):
     from model.model import Model
+
+    model = Model(config["model"]).load_from_ckpt(args.ckpt, trust=args.trust_checkpoint, use_ema=args.ema)
+    return model.to(device).eval()
+
+
+# Both stages -----------------------------------------------------------------------------------------------------
+def run(args) -> int:
+    from evaluation import metrics as scoring
+    from evaluation.control import control_report
+    from evaluation.protocol import evenly_spaced
+    from evaluation.report import checkpoint_info, code_versions, format_summary, plot_per_frame, save_sample_grid
+    from evaluation.sampling import SampleStore, generate_all, sampling_identity
+    from lutils.io import write_json
     from training.distributed import barrier, cleanup, init_distributed
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".json":
-        raise EvaluationError(f"--out must be a .json file, got {out}")
-    if not Path(args.ckpt).is_file():
+    out, ckpt = Path(args.out), Path(args.ckpt)
+    if not ckpt.is_file():
         raise EvaluationError(f"--ckpt {args.ckpt}: no such file")
     config = Configuration(args.config, args.overrides)
     info = init_distributed(args.device)
     args.device = str(info.device)
     try:
-        detector, lpips_model = load_optional_weights(args, info.device, info.is_main)
+        scored = args.stage != "sample"
+        if scored:  # weights are checked (and loaded on rank 0) before any generation
+            plan = scoring.plan({name: getattr(args, metric.weights.dest) for name, metric in METRICS.items()
+                                 if metric.weights is not None},
+                                [name for name in METRICS if getattr(args, f"no_{name}", False)])
+            networks = scoring.load_networks(plan, info.device, info.is_main)
         folder = split_folder(Path(args.data or config["data"]["data_root"]), args.split)
         dataset = open_clips(config, folder, args.cond_frames + args.gen_frames, args.skip_short_videos)
         protocol = make_protocol(args, config, len(dataset), int(config["data"]["crop_size"]))
         indices = evenly_spaced(len(dataset), protocol.num_videos)
-        # chosen (and the count checked) before any work
         real_indices = evenly_spaced(len(dataset), protocol.fvd_real_videos) if protocol.fvd_real_videos else []
-        ckpt = Path(args.ckpt)
-        parts = out.with_suffix(".parts")
-        identity = {"parts_version": PARTS_VERSION, "protocol": protocol.to_dict(), "data": str(folder.resolve()),
-                    "checkpoint": str(ckpt.resolve()), "checkpoint_bytes": ckpt.stat().st_size,
-                    "checkpoint_mtime": ckpt.stat().st_mtime, "ema": args.ema, "model_config": config.to_dict()["model"]}
-        if info.is_main:
-            prepare_parts(parts, identity, args.restart)
-        barrier(info)
-
-        model = Model(config["model"]).load_from_ckpt(args.ckpt, trust=args.trust_checkpoint, use_ema=args.ema)
-        model = model.to(info.device).eval()
+        store = SampleStore(out.with_suffix(".parts"), protocol.num_batches)
+        identity = sampling_identity(protocol, folder, ckpt, args.ema, config.to_dict()["model"])
         started = time.perf_counter()
-        generate_all(model, dataset, indices, protocol, parts, info)
-        barrier(info)
+
+        model = None
+        if args.stage != "metrics":
+            if info.is_main:
+                store.prepare(identity, args.restart)
+            barrier(info)
+            model = load_model(config, args, info.device)
+            generate_all(model, dataset, indices, protocol, store, info)
+            barrier(info)
         cleanup()  # together, before rank 0's metrics: no process waits on (or tears down) a group still in use
         if not info.is_main:
             return 0
+        if not scored:
+            print(f"wrote the samples of {protocol.num_videos} clips to {store.folder}; score them with --stage metrics")
+            return 0
 
-        per_frame, fvd_result, samples, generation_seconds = compute_metrics(dataset, protocol, parts, detector,
-                                                                            lpips_model, info.device, real_indices)
-        metrics = summarise_metrics(per_frame, fvd_result, args)
-        metrics["control_accuracy"] = control_report(model, folder, dataset, args, protocol, info.device)
+        store.check(identity)
+        context = scoring.MetricContext(protocol, info.device, lambda: scoring.real_clip_batches(
+            dataset, real_indices, protocol.batch_size))
+        scores = scoring.score(store, context, plan, networks, indices)
+        metrics = scores.metrics
+        if model is None and args.control_clips > 0:
+            model = load_model(config, args, info.device)
+        metrics["control_accuracy"] = control_report(model, folder, dataset, args.control_clips, protocol, info.device)
         stem = out.with_suffix("")
-        plot = plot_per_frame(f"{stem}_per_frame.png", {name: metrics[name].get("per_frame_mean")
-                                                       for name in ("psnr", "ssim", "lpips")}, protocol.cond_frames)
-        grid = save_sample_grid(f"{stem}_samples.png", samples["real"], samples["generated"], SAMPLE_VIDEOS)
+        plot = plot_per_frame(f"{stem}_per_frame.png", scores.per_frame_curves(), protocol.cond_frames)
+        grid = save_sample_grid(f"{stem}_samples.png", scores.samples["real"], scores.samples["generated"],
+                                scoring.SAMPLE_VIDEOS)
         results = {
             "metrics": metrics,
             "protocol": protocol.to_dict(),
@@ -359,61 +232,31 @@ def run(args) -> int:
             "device": str(info.device) + (f" ({torch.cuda.get_device_name(info.device)})"
                                           if info.device.type == "cuda" else ""),
             "processes": info.world_size,
-            "seconds": {"generation": generation_seconds, "total_this_run": time.perf_counter() - started},
-            "files": {"per_frame_plot": str(plot), "samples": str(grid), "parts": str(parts)},
+            "seconds": {"generation": scores.generation_seconds, "total_this_run": time.perf_counter() - started},
+            "files": {"per_frame_plot": str(plot), "samples": str(grid), "parts": str(store.folder)},
         }
-        atomic_write_text(out, json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
+        write_json(out, results)
         print(format_summary(metrics, out))
         return 0
     finally:
         cleanup()
 
 
-def json_safe(value):
-    """Plain JSON: numpy/torch scalars as numbers, and NaN or infinite values (e.g. a median over no found
-    objects) as null, since JSON has no such numbers."""
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    if isinstance(value, (np.generic, torch.Tensor)):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def format_summary(metrics: dict, out: Path) -> str:
-    lines = [f"wrote {out}"]
-    for name in ("fvd", "psnr", "ssim", "lpips"):
-        value = metrics[name]
-        number = value.get("value", value.get("mean"))
-        lines.append(f"  {name}: " + (f"skipped ({value['skipped']})" if "skipped" in value else
-                                       f"{number:.4f}" if number is not None else "undefined"))
-    control = metrics["control_accuracy"]
-    if "skipped" in control:
-        lines.append(f"  control accuracy: skipped ({control['skipped']})")
-    else:
-        from evaluation.control import format_result
-
-        lines.append(format_result(control))
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
-    from evaluation.fvd import DetectorError
-    from evaluation.frame_metrics import LPIPSWeightsError
-    from model.checkpoint import CheckpointError
-
+    """Exit status 0, 1 when the evaluation fails (its message printed, no traceback), 2 for a bad command line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        check_arguments(parser, args)
+    except SystemExit as exit:  # argparse printed the usage and the error (status 2), or the help (0)
+        return exit.code
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         return run(args)
-    except (ValueError, FileNotFoundError, ConfigurationError, CheckpointError, DetectorError, LPIPSWeightsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except EXPECTED_ERRORS as error:
+        return report(error)  # one line on stderr, exit status 1
 
 
 if __name__ == "__main__":

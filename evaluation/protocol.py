@@ -1,8 +1,10 @@
 """The evaluation protocol: every choice that changes the numbers, in one record that goes into results.json.
 
 FVD values from different papers rarely agree because of small protocol differences (which clips, how many, how
-frames are resized, whether the conditioning frames are compared, how the real set is subsampled). Here each of them
-is an explicit field, and a resumed evaluation refuses to mix batches made under another protocol.
+frames are resized, whether the conditioning frames are compared, how the real set is subsampled, how covariances
+are normalised). Here each of them is an explicit field. The sampling fields (SAMPLING_FIELDS) decide the generated
+samples, so a resumed generation refuses samples made under other values of them; the others (fvd_*) only decide how
+the samples are compared. Also here: `evenly_spaced`, the choice of clips.
 """
 from __future__ import annotations
 
@@ -12,6 +14,13 @@ from typing import Optional
 
 FVD_FRAMES = ("all", "generated")
 FVD_COVARIANCES = ("population",)  # the one computed (evaluation/fvd.py); recorded so results say which it was
+# The fields that decide the generated samples (the rest only decide how they are compared): a resumed generation
+# needs these to match.
+SAMPLING_FIELDS = ("split", "num_videos", "cond_frames", "gen_frames", "skip_frames", "frame_size", "steps", "gamma",
+                   "seed", "batch_size", "controls_prob", "method", "solver", "precision")
+# Fields of older protocols that no longer exist, with the only value they ever had: older samples that carry them
+# are still the same samples.
+RETIRED_FIELDS = {"clip_start": 0}
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,6 @@ class Protocol:
     gen_frames: int  # F frames generated after them
     skip_frames: int  # stride between clip frames - 1 (from the config's data section)
     frame_size: int  # frames are resized (shorter side) to data.input_size and centre-cropped to this
-    clip_start: int  # first frame of every clip
     steps: int
     gamma: float
     seed: int
@@ -62,10 +70,25 @@ class Protocol:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def sampling_dict(self) -> dict:
+        """The fields that decide the generated samples (SAMPLING_FIELDS)."""
+        ours = self.to_dict()
+        return {key: ours[key] for key in SAMPLING_FIELDS}
+
     def differences(self, other: dict) -> list:
         """'key: theirs -> ours' for every field where a saved protocol dict differs from this one."""
         ours = self.to_dict()
         return [f"{key}: {other.get(key)!r} -> {value!r}" for key, value in ours.items() if other.get(key) != value]
+
+
+def sampling_differences(saved: dict, sampling: dict) -> list:
+    """'field: saved -> ours' for each sampling field where a saved protocol dict differs from `sampling`
+    (Protocol.sampling_dict()), and for a retired field that held another value than its only one. Fields that do
+    not decide samples (fvd_*) are not compared: a saved whole protocol compares as its sampling fields."""
+    changed = [f"{key}: {saved.get(key)!r} -> {sampling.get(key)!r}" for key in SAMPLING_FIELDS
+               if saved.get(key) != sampling.get(key)]
+    return changed + [f"{key}: {saved[key]!r} -> (retired; it was always {value!r})"
+                      for key, value in RETIRED_FIELDS.items() if key in saved and saved[key] != value]
 
 
 def evenly_spaced(available: int, count: Optional[int]) -> list:

@@ -1,4 +1,6 @@
-"""What an evaluation report records besides the metrics: code and checkpoint identity, a per-frame plot, samples."""
+"""The evaluation's report: results.json (through lutils.io.write_json: standard JSON, NaN and inf as null), what it
+records besides the metrics (code and checkpoint identity), the per-frame plot, the sample grid and the printed
+summary. It computes nothing: the metrics come from evaluation/metrics.py, the samples from evaluation/sampling.py."""
 from __future__ import annotations
 
 import hashlib
@@ -52,6 +54,29 @@ def file_digest(path: str | Path, chunk: int = 1 << 24) -> str:
 def checkpoint_info(path: str | Path) -> dict:
     path = Path(path)
     return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_digest(path)}
+
+
+def format_summary(metrics: dict, out: str | Path) -> str:
+    """The lines evaluate.py prints: each registry metric's value (or why it was skipped), then control accuracy."""
+    from evaluation.metrics import METRICS
+
+    lines = [f"wrote {out}"]
+    for name in METRICS:
+        value = metrics.get(name)
+        if value is None:
+            continue
+        number = value.get("value", value.get("mean"))
+        lines.append(f"  {name}: " + (f"skipped ({value['skipped']})" if "skipped" in value else
+                                       f"{number:.4f}" if number is not None else "undefined"))
+    control = metrics.get("control_accuracy")
+    if control is not None:
+        if "skipped" in control:
+            lines.append(f"  control accuracy: skipped ({control['skipped']})")
+        else:
+            from evaluation.control import format_result
+
+            lines.append(format_result(control))
+    return "\n".join(lines)
 
 
 def plot_per_frame(path: str | Path, curves: dict, first_frame: int) -> Path:
