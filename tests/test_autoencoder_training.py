@@ -1,5 +1,4 @@
 """train_autoencoder.py: our VQVAE learns, restarts dead codes, resumes exactly, and its checkpoint loads in Model."""
-import math
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ from lutils.configuration import Configuration
 from lutils.logger import read_metrics
 from model.model import Model
 from tests.conftest import ROOT, write_rendered_splits
-from training.autoencoder_trainer import AutoencoderTrainer, psnr
+from training.autoencoder_trainer import AutoencoderTrainer
 from training.distributed import DistInfo
 
 CONFIG = ROOT / "tests" / "configs" / "tiny_autoencoder.yaml"
@@ -24,12 +23,6 @@ def data_root(tmp_path_factory):
 
 def config(data_root, runs, *overrides):
     return Configuration(CONFIG, [f"data.data_root={data_root}", f"+training.runs_dir={runs}", *overrides])
-
-
-def test_psnr_closed_form():
-    x = torch.zeros(2, 3, 4, 4)
-    assert psnr(x, x) == math.inf
-    assert psnr(x + 0.1, x) == pytest.approx(10 * math.log10(4 / 0.01))
 
 
 def test_reconstruction_improves_on_a_fixed_batch(data_root, tmp_path):

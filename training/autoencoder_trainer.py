@@ -7,7 +7,6 @@ Model (and the original code) loads.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -17,18 +16,13 @@ from einops import rearrange
 
 from dataset.clips import seeded_pick
 from dataset.transforms import to_float
+from evaluation.frame_metrics import psnr_per_frame
 from model.autoencoder import VQVAE
 from model.checkpoint import strip_prefix
 from training.distributed import barrier
 from training.loop import VAL_SEED, BaseTrainer
 
 USAGE_DECAY = 0.99
-
-
-def psnr(reconstructions: torch.Tensor, targets: torch.Tensor) -> float:
-    """PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
-    mse = F.mse_loss(reconstructions.float().clamp(-1, 1), targets.float()).item()
-    return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
 
 
 class AutoencoderTrainer(BaseTrainer):
@@ -127,7 +121,7 @@ class AutoencoderTrainer(BaseTrainer):
             self.model.eval()
             with self.autocast:
                 out = self.model(frames)
-            values = {"Validation/psnr": psnr(out.reconstructions, frames),
+            values = {"Validation/psnr": float(psnr_per_frame(frames, out.reconstructions.float(), "minus_one_one").mean()),
                       "Validation/codebook_used": float(out.codes.unique().numel() / self.usage.numel()),
                       "Validation/latent_std": float(out.latents.float().std())}
         barrier(self.info)
