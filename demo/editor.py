@@ -238,7 +238,6 @@ class Editor:
             masks[frame][dr, dc] = 1.0
             features[frame][:, dr, dc] = source[:, r, c]
 
-
     # Gestures, from any front end --------------------------------------------------------------------------------
     def pointer_press(self, xy: Sequence[float]) -> None:
         """The pointer pressed at pixel (x, y) of the image shown."""
