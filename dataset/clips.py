@@ -12,8 +12,8 @@ purpose fixes what may differ between consumers (start frame, augmentation, dtyp
 | demo         | frame 0                             | never                | float32 |
 | stored       | frame 0; read raw with `read_clip`  | never                | uint8   |
 
-Size, frame spacing and which videos are used (`frames_key`, `total_videos`, `skip_short_videos`) always come
-from the config, so all consumers see the same frames.
+Size, resizing method, frame spacing and which videos are used (`frames_key`, `skip_short_videos`) always come from
+the config, so all consumers see the same frames; `total_videos` (an epoch's length) applies to training only.
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def clips_from_config(
         aug=bool(data.get("aug", False)) and augment,
         albumentations=bool(data.get("albumentations", False)),
         frames_key=data.get("frames_key", None),
-        total_videos=int(data.get("total_videos", -1)),
+        total_videos=int(data.get("total_videos", -1)) if purpose == "train" else -1,  # an epoch's length
         skip_short_videos=bool(data.get("skip_short_videos", False) if skip_short_videos is None else skip_short_videos),
         output_dtype=output_dtype or rule.output_dtype,
     )

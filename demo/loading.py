@@ -137,7 +137,7 @@ def load_model_and_data(
     need one frame) accepts videos of any length. Relative paths are resolved as the module docstring says. The
     model is loaded, put in eval mode and moved to `device`.
     """
-    from dataset.video_dataset import VideoDataset
+    from dataset.clips import clips_from_config
     from model.model import Model
 
     root = Path(project_root) if project_root is not None else PROJECT_ROOT
@@ -178,17 +178,18 @@ def load_model_and_data(
                 f"data not found: {data_file} (data.data_root/{split} of {config.path}{searched}). Set data.data_root "
                 f"in the config, or load other data with Demo.from_config(name, data_path=PATH) or "
                 f"load_model_and_data(..., data_path=PATH); load_data=False uses image files only")
-        data = config["data"]
-        dataset = VideoDataset(data_file, int(data["input_size"]), int(data["crop_size"]),
-                               frames_per_sample=frames_per_sample, skip_frames=int(data.get("skip_frames", 0)),
-                               random_time=random_time, random_horizontal_flip=False, aug=False, albumentations=False,
-                               frames_key=data.get("frames_key", None))
+        dataset = clips_from_config(config["data"], split, "demo", path=data_file, frames_per_sample=frames_per_sample,
+                                    random_time=random_time)
 
     model_config = to_plain(config["model"])
     ae = model_config.get("autoencoder", {})
     if ae.get("ckpt_path"):  # the CAGE checkpoint usually holds the autoencoder too; Model warns if the file is absent
         ae["ckpt_path"] = str(_config_path(ae["ckpt_path"], roots, config.path.parent))
-    model = Model(model_config).load_from_ckpt(ckpt_file, trust=trust, use_ema=use_ema)
+    model = Model(model_config)
+    crop_size = config.select("data.crop_size")
+    if crop_size is not None:
+        model.check_frame_size(crop_size, f"{config.path}: data.crop_size")
+    model = model.load_from_ckpt(ckpt_file, trust=trust, use_ema=use_ema)
     model = model.eval().to(device)
     log.info("loaded the model from %s", ckpt_file)
     return model, dataset, config
