@@ -181,8 +181,8 @@ class Model:
     feature_backbone: str = optional("dino", "Control-feature backbone; only dino is implemented (the original's mae "
                                              "and clip paths are broken).", choices=("dino", "mae", "clip"))
     num_dino_layers: int = required("How many of DINOv2's last blocks are concatenated (F = embed_dim x this).")
-    dino_version: str = required("DINOv2 model.", choices=("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14",
-                                                            "dinov2_vitg14"))
+    dino_version: str = required("DINOv2 model: dinov2_vits14, dinov2_vitb14, dinov2_vitl14 or dinov2_vitg14 (the "
+                                 "architectures registered in model/dino.py).")
     mae_arch: Optional[str] = optional(None, "mae backbone only (not implemented): the factory name.")
     mae_ckpt: Optional[str] = optional(None, "mae backbone only (not implemented): the weights file.")
     clip_arch: Optional[str] = optional(None, "clip backbone only (not implemented): the model name.")
