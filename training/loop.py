@@ -26,6 +26,7 @@ from tqdm import tqdm
 from dataset.clips import clips_from_config
 from dataset.transforms import to_float
 from lutils.configuration import Configuration
+from lutils.errors import CageError
 from lutils.logger import Logger
 from lutils.precision import autocast, resolve_precision
 from model.checkpoint import CheckpointError, save_file
@@ -68,7 +69,7 @@ BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(CageError, RuntimeError):
     """The run cannot go on (e.g. too many non-finite losses in a row)."""
 
 
