@@ -131,12 +131,10 @@ def split_folder(data: Path, split: str) -> Path:
 
 def open_clips(config: Configuration, folder: Path, clip_frames: int, skip_short: bool):
     """The split as deterministic clips: frames 0.. of each video, resized and centre-cropped as in training, uint8."""
-    from dataset.video_dataset import VideoDataset
+    from dataset.clips import clips_from_config
 
-    data = config["data"]
-    return VideoDataset(folder, int(data["input_size"]), int(data["crop_size"]), frames_per_sample=clip_frames,
-                        skip_frames=int(data.get("skip_frames", 0)), random_time=False, random_horizontal_flip=False,
-                        frames_key=data.get("frames_key"), skip_short_videos=skip_short, output_dtype="uint8")
+    return clips_from_config(config["data"], folder.name, "evaluation", path=folder, frames_per_sample=clip_frames,
+                             skip_short_videos=skip_short)
 
 
 def make_protocol(args, config: Configuration, num_available: int, frame_size: int):
@@ -149,7 +147,7 @@ def make_protocol(args, config: Configuration, num_available: int, frame_size: i
     precision = args.precision if args.bf16 is None else ("bf16" if args.bf16 else "fp32")
     return Protocol(
         split=args.split, num_videos=args.num_videos or num_available, cond_frames=args.cond_frames,
-        gen_frames=args.gen_frames, skip_frames=int(config["data"].get("skip_frames", 0)), frame_size=frame_size,
+        gen_frames=args.gen_frames, skip_frames=int(config["data"]["skip_frames"]), frame_size=frame_size,
         steps=args.steps, gamma=args.gamma, seed=args.seed, batch_size=args.batch_size,
         controls_prob=args.controls_prob, method=args.method, solver=args.solver, fvd_frames=args.fvd_frames,
         fvd_real_videos=args.fvd_real_videos, precision=resolve_precision(precision, args.device),
@@ -159,7 +157,7 @@ def make_protocol(args, config: Configuration, num_available: int, frame_size: i
 def load_model(config: Configuration, args, device):
     from model.model import Model
 
-    model = Model(config["model"]).load_from_ckpt(args.ckpt, trust=args.trust_checkpoint, use_ema=args.ema)
+    model = Model.from_config(config, args.ckpt, trust=args.trust_checkpoint, use_ema=args.ema)
     return model.to(device).eval()
 
 

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         if args.solver not in FIXED_GRID_SOLVERS + ADAPTIVE_SOLVERS:
             parser.error(f"--solver must be one of {', '.join(FIXED_GRID_SOLVERS + ADAPTIVE_SOLVERS)}, got {args.solver}")
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = Model(config["model"]).load_from_ckpt(args.ckpt, trust=args.trust_checkpoint, use_ema=args.ema)
+        model = Model.from_config(config, args.ckpt, trust=args.trust_checkpoint, use_ema=args.ema)
         model = model.to(device).eval()
         feats = masks = None
         if controls.placements:

@@ -6,8 +6,8 @@ for several nodes), or `--num-gpus G` to spawn G processes on this node. The run
 runs/<name>_run-<run-name>/. `--dry-run` checks a config and its data without training: it builds the train (and
 val, when present) datasets, draws one batch through a DataLoader and prints what it got.
 
-Exit status: 0 done, 1 bad config, data, checkpoint or run folder (one `error:` line; a project error or a missing
-or existing file), 2 bad command line. Any other exception is a bug and keeps its traceback.
+Exit status: 0 done, 1 bad config, data, checkpoint or run folder (one `error:` line: a CageError), 2 bad command
+line. Any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -45,14 +45,15 @@ def dry_run(config: Configuration) -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from training.data import dataset_from_config
+    from dataset.clips import clips_from_config
+    from dataset.h5 import DataNotFoundError
 
     data = config["data"]
     batch_size = int(config.select("training.batching.batch_size", 2))
     for split in ("train", "val"):
         try:
-            dataset = dataset_from_config(data, split, train=split == "train")
-        except FileNotFoundError as error:
+            dataset = clips_from_config(data, split, "train" if split == "train" else "validation", output_dtype="float32")
+        except DataNotFoundError as error:
             if split == "val":
                 print(f"[val] not found ({error}); validation will be unavailable", file=sys.stderr)
                 continue
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace, config: Configuration, kind: str = "cage") -> 
         trainer = trainer_class(kind)(config, args.run_name, info, seed=args.random_seed, use_wandb=args.wandb,
                                       resume_step=args.resume_step, precision=args.precision)
         return trainer.train(max_steps=args.max_steps)
-    except (CageError, FileNotFoundError, FileExistsError) as error:  # FileExistsError: a run with checkpoints
+    except CageError as error:
         return report(error)
     finally:
         cleanup()
@@ -110,7 +111,7 @@ def main(argv=None, kind: str = "cage") -> int:
         if args.dry_run:
             dry_run(config)
             return 0
-    except (CageError, FileNotFoundError) as error:  # FileNotFoundError: a missing data split
+    except CageError as error:
         return report(error)
     from training.distributed import free_port, launched_by_torchrun
 

@@ -24,7 +24,10 @@ from typing import Optional
 
 import torch
 
+from dataset.h5 import DataNotFoundError
 from dataset.video_dataset import VideoDataset
+from lutils import schema
+from lutils.configuration import ConfigurationError, to_plain
 
 REQUIRED_KEYS = ("data_root", "input_size", "crop_size", "frames_per_sample", "skip_frames")
 # `stored` clips are only read with `read_clip` (raw stored frames); their resize/crop never runs.
@@ -53,7 +56,7 @@ def split_path(data_config: Mapping, split: str) -> Path:
     """`data_root/<split>`, which must exist."""
     path = Path(str(data_config["data_root"])) / split
     if not path.exists():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"data split '{split}' not found: {path} (from data.data_root={data_config['data_root']!r}); "
             f"convert your data with dataset/convert_to_h5.py"
         )
@@ -82,7 +85,7 @@ def clips_from_config(
     if purpose not in PURPOSES:
         raise ValueError(f"clip purpose must be one of {sorted(PURPOSES)}, got {purpose!r}")
     rule = PURPOSES[purpose]
-    data = dict(data_config or {})
+    data = {**schema.defaults("cage", "data"), **to_plain(data_config or {})}  # absent optional keys: their defaults
     if purpose == "stored":
         if path is None and data_config is None:
             raise ValueError("stored clips need a data config or a path")
@@ -90,21 +93,21 @@ def clips_from_config(
     else:
         missing = [key for key in REQUIRED_KEYS if key not in data and not (key == "data_root" and path is not None)]
         if missing:
-            raise KeyError(f"config 'data' block lacks required key(s): {', '.join(missing)}")
+            raise ConfigurationError(f"config 'data' block lacks required key(s): {', '.join(missing)}")
         sizes = {"input_size": int(data["input_size"]), "crop_size": int(data["crop_size"])}
     augment = rule.augment
     return VideoDataset(
         data_path=Path(path) if path is not None else split_path(data, split),
         **sizes,
         frames_per_sample=int(frames_per_sample if frames_per_sample is not None else data.get("frames_per_sample", 1)),
-        skip_frames=int(data.get("skip_frames", 0)),
+        skip_frames=int(data.get("skip_frames", 0)),  # both required, but absent for `stored` clips from a path
         random_time=rule.random_time if random_time is None else random_time,
-        random_horizontal_flip=bool(data.get("random_horizontal_flip", False)) and augment,
-        aug=bool(data.get("aug", False)) and augment,
-        albumentations=bool(data.get("albumentations", False)),
-        frames_key=data.get("frames_key", None),
-        total_videos=int(data.get("total_videos", -1)) if purpose == "train" else -1,  # an epoch's length
-        skip_short_videos=bool(data.get("skip_short_videos", False) if skip_short_videos is None else skip_short_videos),
+        random_horizontal_flip=bool(data["random_horizontal_flip"]) and augment,
+        aug=bool(data["aug"]) and augment,
+        albumentations=bool(data["albumentations"]),
+        frames_key=data["frames_key"],
+        total_videos=int(data["total_videos"]) if purpose == "train" else -1,  # an epoch's length
+        skip_short_videos=bool(data["skip_short_videos"] if skip_short_videos is None else skip_short_videos),
         output_dtype=output_dtype or rule.output_dtype,
     )
 

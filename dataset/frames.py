@@ -31,13 +31,12 @@ def load_frame(spec: str, input_size: int, crop_size: int, base_dir: Optional[Pa
     if base_dir is not None and not path.is_absolute() and not path.exists():
         path = Path(base_dir) / path
     if path.is_dir() or path.suffix in (".h5", ".hdf5"):
-        from dataset.video_dataset import VideoDataset
+        from dataset.clips import clips_from_config
 
         if not path.exists():
             raise FrameNotFoundError(f"HDF5 data not found: {path} (from '{spec}')")
         video, frame = int(match.group("video") or 0), int(match.group("frame") or 0)
-        data = VideoDataset(path, input_size, crop_size, frames_per_sample=1, random_time=False,
-                            random_horizontal_flip=False)
+        data = clips_from_config(None, path.name, "stored", path=path, frames_per_sample=1)  # transformed below
         if not 0 <= video < data.num_videos:
             raise FrameSourceError(f"'{spec}': video {video} does not exist ({data.num_videos} videos in {path})")
         if not 0 <= frame < data.video_length(video):

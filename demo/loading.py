@@ -185,11 +185,8 @@ def load_model_and_data(
     ae = model_config.get("autoencoder", {})
     if ae.get("ckpt_path"):  # the CAGE checkpoint usually holds the autoencoder too; Model warns if the file is absent
         ae["ckpt_path"] = str(_config_path(ae["ckpt_path"], roots, config.path.parent))
-    model = Model(model_config)
-    crop_size = config.select("data.crop_size")
-    if crop_size is not None:
-        model.check_frame_size(crop_size, f"{config.path}: data.crop_size")
-    model = model.load_from_ckpt(ckpt_file, trust=trust, use_ema=use_ema)
+    model = Model.from_config({"model": model_config, "data": config.get("data") or {}}, ckpt_file, trust=trust,
+                              use_ema=use_ema)
     model = model.eval().to(device)
     log.info("loaded the model from %s", ckpt_file)
     return model, dataset, config

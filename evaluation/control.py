@@ -6,7 +6,7 @@ frame 0, find the object in every generated frame by its colour (as the autoenco
 distance of its centroid to the target position. The baseline is the same generation (same seed) without controls,
 measured against the same targets.
 
-    python -m evaluation.control --config configs/toy.yaml --ckpt runs/toy_run-toy/checkpoints/latest.pth \
+    python -m evaluation.control --config configs/toy.yaml --ckpt runs/toy_run-toy/snapshots/latest.pth \
         --data data/toy_h5/test --num-clips 32 --out control.json
 
 Owns the control-accuracy measurement, its summaries and its command line; evaluate.py includes it in its report
@@ -24,8 +24,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from dataset.clips import clips_from_config
 from dataset.synthetic import read_ground_truth
-from dataset.video_dataset import VideoDataset
 from evaluation.errors import EvaluationError
 from lutils.logging import to_video
 from model.controls import Controls
@@ -144,8 +144,7 @@ def paired_difference(controlled: list, baseline: list, size: int) -> dict:
 def usable_clips(data_path: str | Path):
     """(index, frame 0 as [1 3 H W] in [-1, 1] at the stored size, ground truth, chosen object) for every clip of a
     synthetic split that has an object choose_object accepts. A split without ground truth is an EvaluationError."""
-    # Only read_clip is used (raw stored frames), so the resize/crop sizes are placeholders that never apply.
-    dataset = VideoDataset(data_path, 10**6, 10**6, frames_per_sample=1, random_time=False, random_horizontal_flip=False)
+    dataset = clips_from_config(None, Path(data_path).name, "stored", path=data_path, frames_per_sample=1)
     for index in range(dataset.num_videos):
         shard_index, video = (int(v) for v in dataset.entries[index])
         try:
@@ -280,7 +279,7 @@ def main(argv=None) -> int:
         return exit.code
     try:
         config = Configuration(args.config, args.overrides)
-        model = Model(config["model"]).load_from_ckpt(args.ckpt).to(args.device).eval()
+        model = Model.from_config(config, args.ckpt).to(args.device).eval()
         result = control_accuracy(model, args.data, args.num_clips, args.num_frames, args.shift, args.steps,
                                   args.gamma, args.seed, args.device, precision=args.precision,
                                   batch_size=args.batch_size)

@@ -233,8 +233,8 @@ class Training:
     ema_decay: float = added(0.9999, "Decay of the weights' EMA, used by validation, samples and saved models (0: no "
                                      "EMA).")
     log_every: int = added(100, "Steps between logged averages.")
-    save_latest_every: int = added(5000, "Steps between writes of `checkpoints/latest.pth`.")
-    save_every: int = added(20000, "Steps between kept checkpoints `step_N.pth`.")
+    save_latest_every: int = added(5000, "Steps between writes of `latest.pth` (resume state and snapshot).")
+    save_every: int = added(20000, "Steps between kept `step_N.pth` (resume state and snapshot).")
     validate_every: int = added(5000, "Steps between validations (0: none).")
     val_clips: int = added(16, "Fixed val clips used by validation.")
     grad_clip: float = added(1.0, "Gradient max-norm, applied after warm-up.")

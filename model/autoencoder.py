@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from lutils import schema
 from lutils.configuration import to_plain
 from model.checkpoint import (
     FrozenPretrained,
@@ -45,6 +46,8 @@ GN_EPS = 1e-6  # every GroupNorm of the VQVAE (residual blocks, attn_norm, out_n
 LEAK = 0.2
 GN_GROUPS = 32
 DEFAULT_MID_CHANNELS = 32  # the original's width; the others are 2x, 4x and 8x it
+CODER_DEFAULTS = schema.defaults("cage", "model.autoencoder.encoder")  # mid_channels: DEFAULT_MID_CHANNELS
+AE_DEFAULTS = schema.defaults("cage", "model.autoencoder")  # random_init, ckpt_path, ...
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -253,8 +256,8 @@ class VQVAE(nn.Module):
             decoder_out=int(config["decoder"]["out_channels"]),
             num_embeddings=int(config["vector_quantizer"]["num_embeddings"]),
             embedding_dimension=int(config["vector_quantizer"]["embedding_dimension"]),
-            encoder_mid_channels=int(config["encoder"].get("mid_channels", DEFAULT_MID_CHANNELS)),
-            decoder_mid_channels=int(config["decoder"].get("mid_channels", DEFAULT_MID_CHANNELS)),
+            encoder_mid_channels=int({**CODER_DEFAULTS, **config["encoder"]}["mid_channels"]),
+            decoder_mid_channels=int({**CODER_DEFAULTS, **config["decoder"]}["mid_channels"]),
         )
 
     @property
@@ -296,7 +299,7 @@ class FrozenAutoencoder(FrozenPretrained, nn.Module):
     """Common API: frozen, eval-only, no-grad encode/decode/quantize and weights bookkeeping."""
 
     def _init_weights_status(self, config: Mapping) -> None:
-        self.weights = WeightsStatus("the autoencoder", HOW_TO_PROVIDE, allow_random=bool(config.get("random_init", False)))
+        self.weights = WeightsStatus("the autoencoder", HOW_TO_PROVIDE, allow_random=bool({**AE_DEFAULTS, **config}["random_init"]))
 
     # subclasses implement these on 4-D tensors
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -346,7 +349,7 @@ class FrozenAutoencoder(FrozenPretrained, nn.Module):
         before any weights arrived raises a CheckpointError that says how to provide them.
         """
         module = cls(config)
-        ckpt_path = config.get("ckpt_path")
+        ckpt_path = {**AE_DEFAULTS, **config}["ckpt_path"]
         if ckpt_path:
             path = Path(str(ckpt_path)).expanduser()
             if path.is_file():
@@ -499,7 +502,6 @@ AUTOENCODERS = {"ours": OursAutoencoder, "ldm-vq": TamingAutoencoder}
 
 def build_autoencoder(ae_config: Mapping, trust: bool = False) -> FrozenAutoencoder:
     """The frozen autoencoder of `model.autoencoder` (type "ours" or "ldm-vq"), with its checkpoint if it exists."""
-    ae_type = ae_config.get("type")
-    if ae_type not in AUTOENCODERS:
-        raise ValueError(f"unknown model.autoencoder.type {ae_type!r}; allowed values: {', '.join(AE_TYPES)}")
+    ae_config = schema.complete("model.autoencoder", ae_config)  # unknown or mistyped keys, an unknown type: errors
+    ae_type = ae_config["type"]
     return AUTOENCODERS[ae_type].from_config(ae_config, trust=trust)

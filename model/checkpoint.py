@@ -5,6 +5,7 @@ Every rule about which keys a checkpoint may hold and how they map onto our modu
 from __future__ import annotations
 
 import pickle
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Iterable, Optional
@@ -40,7 +41,7 @@ def load_file(path: str | Path, trust: bool = False) -> object:
                 f"(config: model.trust_checkpoints: true)."
             ) from error
         return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError) as error:
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, struct.error) as error:  # what junk files raise
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
 
 

@@ -28,6 +28,7 @@ from einops import rearrange
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from lutils import schema
 from lutils.configuration import to_plain
 from model.checkpoint import (
     FrozenPretrained,
@@ -243,17 +244,18 @@ def build_dino(model_config: Mapping) -> DinoBackbone:
     checkpoint (Model.load_from_ckpt), and refuses to run unless `dino_random_init` is true. Never touches the network
     unless `dino_weights: download`.
     """
+    model_config = {**schema.defaults("cage", "model"), **to_plain(model_config)}
     name = model_config["dino_version"]
-    arch = to_plain(model_config.get("dino_arch"))
-    allow_random = bool(model_config.get("dino_random_init", False))
-    trust = bool(model_config.get("trust_checkpoints", False))
-    input_size = int(model_config.get("dino_input_size", INPUT_SIZE))
+    arch = model_config.get("dino_arch")  # absent or null: dino_version's architecture as it is
+    allow_random = bool(model_config["dino_random_init"])
+    trust = bool(model_config["trust_checkpoints"])
+    input_size = int(model_config["dino_input_size"])
     dino = DinoBackbone(name, arch, num_layers=int(model_config["num_dino_layers"]), allow_random=allow_random,
                         input_size=input_size)
     if input_size % dino.patch_size:
         raise ValueError(f"model.dino_input_size ({input_size}) must be a multiple of the patch size "
                          f"({dino.patch_size})")
-    weights = model_config.get("dino_weights")
+    weights = model_config["dino_weights"]
     if weights is not None and str(weights) == "download":
         url = HUB_URL.format(name=name)
         state_dict = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True,

@@ -14,7 +14,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from lutils.configuration import ConfigurationError, to_plain
+from lutils import schema
+from lutils.configuration import ConfigurationError
 from lutils.dict_wrapper import DictWrapper
 from model import rng
 from model.autoencoder import build_autoencoder
@@ -42,7 +43,8 @@ class Model(nn.Module):
 
     def __init__(self, config: Mapping):
         super().__init__()
-        config = to_plain(config)  # a copy: the caller's config is never modified
+        # A validated copy with every default filled in (lutils/schema.py): the caller's config is never modified.
+        config = schema.complete("model", config)
         self.config = config
         self.sigma = float(config["sigma"])
         self.path = FlowPath(self.sigma)  # timestamps, x_t, target velocity, loss; the sampler's times
@@ -51,35 +53,46 @@ class Model(nn.Module):
         self.num_frames = self.num_context_frames + 1 + self.num_target_frames
         # frames, crops, revealed controls and dropped conditioning of training examples (model/corruption.py)
         self.corruption = Corruption(self.num_context_frames, self.num_target_frames, config["feats_select_prob"],
-                                     config["no_context_p"], config["no_reference_p"], config.get("no_scale_inv", False))
+                                     config["no_context_p"], config["no_reference_p"], config["no_scale_inv"])
         # Latents are multiplied by this after encoding (divided before decoding) so that they have about the unit
         # variance of the flow's noise. 1 (the original's behaviour) unless the config sets it, e.g. for our VQVAE.
-        self.latent_scale = float(config.get("latent_scale", 1.0))
+        self.latent_scale = float(config["latent_scale"])
         if not self.latent_scale > 0:
-            raise ValueError(f"model.latent_scale must be a positive number, got {config.get('latent_scale')!r}")
-        self.same_t = bool(config.get("same_t", False))
-        backbone = config.get("feature_backbone", "dino")
+            raise ConfigurationError(f"model.latent_scale must be a positive number, got {config['latent_scale']!r}")
+        self.same_t = bool(config["same_t"])
+        backbone = config["feature_backbone"]
         if backbone != "dino":
-            raise NotImplementedError(
+            raise ConfigurationError(
                 f"model.feature_backbone '{backbone}' is not supported: only 'dino' is (the original's 'mae' and "
                 f"'clip' paths are broken, see the compatibility notes)"
             )
         self.num_dino_layers = int(config["num_dino_layers"])
-        self.ae = build_autoencoder(config["autoencoder"], trust=bool(config.get("trust_checkpoints", False)))
+        self.ae = build_autoencoder(config["autoencoder"], trust=bool(config["trust_checkpoints"]))
         self.dino = build_dino(config)
         vfr = config["vector_field_regressor"]
         self.state_res = tuple(int(v) for v in vfr["state_res"])
         if int(vfr["state_size"]) != self.ae.latent_channels:
             raise ConfigurationError(
                 f"model.vector_field_regressor.state_size is {vfr['state_size']}, but the autoencoder "
-                f"(model.autoencoder, type {config['autoencoder'].get('type')!r}) has {self.ae.latent_channels} latent "
+                f"(model.autoencoder, type {config['autoencoder']['type']!r}) has {self.ae.latent_channels} latent "
                 f"channels: set state_size to {self.ae.latent_channels}")
         self.vector_field_regressor = VectorFieldRegressor(
             **{key: vfr[key] for key in REGRESSOR_KEYS},
             feats_dim=self.feats_dim,
             num_frames=self.num_frames,
-            attention=vfr.get("attention", "sdpa"),
+            attention=vfr["attention"],
         )
+
+    @classmethod
+    def from_config(cls, config: Mapping, ckpt: Optional[str | Path] = None, trust: bool = False,
+                    use_ema: bool = True) -> "Model":
+        """The model of a whole config (`model` and `data` sections), its frame size checked against state_res, with
+        the checkpoint `ckpt` loaded when given (see load_from_ckpt)."""
+        model = cls(config["model"])
+        crop_size = config["data"].get("crop_size") if "data" in config else None
+        if crop_size is not None:
+            model.check_frame_size(crop_size, f"{getattr(config, 'path', '<config>')}: data.crop_size")
+        return model if ckpt is None else model.load_from_ckpt(ckpt, trust=trust, use_ema=use_ema)
 
     def check_frame_size(self, crop_size: int, source: str = "data.crop_size") -> None:
         """Frames of crop_size pixels must encode to the state_res latent grid (crop size / the autoencoder's

@@ -23,7 +23,7 @@ from dataset import inspect as inspect_h5
 from dataset.synthetic import write_frame_dataset
 from lutils.configuration import Configuration
 from lutils.media import save_contact_sheet, write_video
-from training.data import dataset_from_config
+from dataset.clips import clips_from_config
 
 COUNTS = {"train": 16, "val": 4, "test": 4}
 
@@ -71,7 +71,7 @@ def main() -> int:
     overrides = [f"data.data_root={h5_dir}", "data.input_size=64", "data.crop_size=64", "data.skip_frames=1"]
     config = Configuration(ROOT / "configs" / "clevrer.yaml", overrides)
     print("overrides: " + " ".join(overrides))
-    dataset = dataset_from_config(config["data"], "train", train=True)
+    dataset = clips_from_config(config["data"], "train", "train", output_dtype="float32")
     loader = DataLoader(dataset, batch_size=4, shuffle=True, num_workers=2,
                         generator=torch.Generator().manual_seed(0))
     start = time.time()

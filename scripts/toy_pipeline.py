@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from lutils.io import write_json  # noqa: E402
+
 FULL = {"train": 300, "val": 16, "test": 64, "ae_steps": 1200, "ae_batch": 16, "cage_steps": 4000, "cage_batch": 8,
         "eval_clips": 48, "eval_steps": 10, "frames": 6, "quality_clips": 32, "gamma": 2.0}
 QUICK = {"train": 6, "val": 2, "test": 6, "ae_steps": 4, "ae_batch": 4, "cage_steps": 4, "cage_batch": 2,
@@ -46,11 +48,12 @@ def stage(name: str, text: str = "") -> None:
 
 
 def train_stage(kind: str, config: str, root: Path, steps: int, batch: int, extra: list, run_name: str = "toy") -> Path:
-    """Run train.py / train_autoencoder.py in this process unless the final checkpoint exists; returns it."""
+    """Run train.py / train_autoencoder.py in this process unless the final snapshot exists; returns it (the
+    inference file: what generation, evaluation and the next stage's `ckpt_path` load)."""
     from train import main as train_main
 
     name = {"autoencoder": "toy_autoencoder", "cage": "toy"}[kind]
-    final = root / "runs" / f"{name}_run-{run_name}" / "checkpoints" / f"final_step_{steps}.pth"
+    final = root / "runs" / f"{name}_run-{run_name}" / "snapshots" / f"final_step_{steps}.pth"
     if final.is_file():
         print(f"reusing {final}")
         return final
@@ -115,7 +118,7 @@ def main() -> int:
     from model.model import Model
 
     config = Configuration(ROOT / "configs" / "toy.yaml", [f"model.autoencoder.ckpt_path={ae_ckpt}", *args.overrides])
-    model = Model(config["model"]).load_from_ckpt(cage_ckpt).eval()
+    model = Model.from_config(config, cage_ckpt).eval()
 
     stage("demos", "4/6 animation and composition")
     from scripts.toy_demos import animation, composition
@@ -135,8 +138,8 @@ def main() -> int:
     stage("")
     TIMINGS["total"] = round(time.time() - start, 1)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "control_accuracy.json").write_text(json.dumps(result, indent=2))
-    (out / "timings.json").write_text(json.dumps(TIMINGS, indent=2))
+    write_json(out / "control_accuracy.json", result)
+    write_json(out / "timings.json", TIMINGS)
     print(format_result(result))
     quality = result["sample_quality"]
     print(f"sample quality (controls revealed with p={quality['controls_prob']}, gamma 0): PSNR {quality['psnr']:.2f} dB, "

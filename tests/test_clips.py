@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dataset.clips import PURPOSES, clips_from_config, evenly_spaced, seeded_pick
-from dataset.h5 import write_videos
+from dataset.h5 import DataNotFoundError, write_videos
+from lutils.configuration import ConfigurationError
 
 
 def index_videos(count: int, num_frames: int, size: int = 8) -> list:
@@ -51,9 +52,9 @@ def test_stored_clips_need_no_sizes(data_config, tmp_path):
 
 
 def test_missing_keys_and_splits_are_named(data_config):
-    with pytest.raises(KeyError, match="crop_size"):
+    with pytest.raises(ConfigurationError, match="crop_size"):
         clips_from_config({k: v for k, v in data_config.items() if k != "crop_size"}, "train", "train")
-    with pytest.raises(FileNotFoundError, match="'test' not found"):
+    with pytest.raises(DataNotFoundError, match="'test' not found"):
         clips_from_config(data_config, "test", "evaluation")
     with pytest.raises(ValueError, match="purpose"):
         clips_from_config(data_config, "train", "training")

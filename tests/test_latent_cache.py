@@ -44,9 +44,9 @@ def cache_for(model, dataset, cfg):
 
 
 def train_set(cfg):
-    from training.data import dataset_from_config
+    from dataset.clips import clips_from_config
 
-    return dataset_from_config(cfg["data"], "train", train=True, output_dtype="uint8")
+    return clips_from_config(cfg["data"], "train", "train")
 
 
 def test_cached_latents_equal_fresh_encodes_bit_for_bit(data_root, tmp_path):

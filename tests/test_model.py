@@ -276,3 +276,11 @@ def test_export_for_original_round_trips_through_the_key_surgery(golden_dir, tmp
     assert updates == 7 and torch.equal(with_ema["vector_field_regressor.msk_token"], shadow["vector_field_regressor.msk_token"])
     raw, updates = cage_state_dict({"model": ours, "ema": {"shadow": shadow, "num_updates": 7}}, "run.pth", use_ema=False)
     assert updates is None and torch.equal(raw["vector_field_regressor.msk_token"], ours["vector_field_regressor.msk_token"])
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
+    from model.checkpoint import load_file
+
+    (tmp_path / "notes.pth").write_text("hello")
+    with pytest.raises(CheckpointError, match="notes.pth: not a readable PyTorch checkpoint"):
+        load_file(tmp_path / "notes.pth")

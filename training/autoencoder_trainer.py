@@ -17,6 +17,7 @@ from einops import rearrange
 from dataset.clips import seeded_pick
 from dataset.transforms import to_float
 from evaluation.frame_metrics import psnr_per_frame
+from lutils import schema
 from model.autoencoder import VQVAE
 from model.checkpoint import strip_prefix
 from training.distributed import barrier
@@ -28,18 +29,15 @@ USAGE_DECAY = 0.99
 class AutoencoderTrainer(BaseTrainer):
     """Trains VQVAE(config["autoencoder"]) to reconstruct frames; see train_autoencoder.py."""
 
-    option_defaults = {"ema_decay": 0.0, "restart_every": 100, "dead_code_threshold": 0.03}
+    schema_kind = "autoencoder"  # its training defaults differ from CAGE's: no EMA, code restarts (lutils/schema.py)
 
     def build_model(self) -> VQVAE:
-        ae = self.config["autoencoder"]
-        if ae.get("type", "ours") != "ours":
-            raise ValueError(f"train_autoencoder.py trains autoencoder type 'ours' only, got '{ae['type']}'")
-        weights = self.config["training"].get("loss_weights", {})
-        self.reconstruction_weight = float(weights.get("reconstruction", 1.0))
-        self.vq_weight = float(weights.get("vq", 1.0))
-        self.restart_every = int(self.config["training"].get("restart_every", self.option_defaults["restart_every"]))
-        self.dead_threshold = float(self.config["training"].get("dead_code_threshold",
-                                                                 self.option_defaults["dead_code_threshold"]))
+        ae = schema.complete("autoencoder", self.config["autoencoder"], kind="autoencoder")  # type "ours" only
+        weights = self.options["loss_weights"]
+        self.reconstruction_weight = float(weights["reconstruction"])
+        self.vq_weight = float(weights["vq"])
+        self.restart_every = int(self.options["restart_every"])
+        self.dead_threshold = float(self.options["dead_code_threshold"])
         model = VQVAE.from_config(ae)
         # Expected uses of each code per step, as an exponential moving average (restarts use it).
         self.usage = torch.ones(model.vector_quantizer.num_embeddings)

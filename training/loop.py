@@ -24,8 +24,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dataset.clips import clips_from_config
+from dataset.h5 import DataNotFoundError
 from dataset.transforms import to_float
-from lutils.configuration import Configuration
+from lutils import schema
+from lutils.configuration import Configuration, ConfigurationError
 from lutils.errors import CageError
 from lutils.logger import Logger
 from lutils.precision import autocast, resolve_precision
@@ -41,32 +43,17 @@ from training.checkpointing import (
 from training.distributed import DistInfo, any_rank, barrier, gather_objects
 from training.ema import EMA
 from training.sampler import ResumableSampler, SeededClips
-from training.schedule import POWER, build_scheduler
+from training.schedule import build_scheduler
 
-# Optional `training` keys (the original's keys are read as they are).
-DEFAULTS = {
-    "ema_decay": 0.9999,
-    "log_every": 100,
-    "save_latest_every": 5000,
-    "save_every": 20000,
-    "validate_every": 5000,
-    "val_clips": 16,
-    "grad_clip": 1.0,
-    "max_nonfinite_steps": 10,
-    "auto_resume": False,
-    "runs_dir": "runs",
-    "record_samples": False,
-    "sample_every": 20000,
-    "sample_clips": 2,
-    "sample_frames": 6,
-    "sample_steps": 20,
-    "precision": "auto",  # auto | bf16 | fp32 (lutils/precision.py); auto is bf16 on CUDA, as the original
-    "latent_cache": False,  # encode the train split once and read the latents (dataset/latent_cache.py)
-    "feature_cache": False,  # also the control features, and read no frames (needs latent_cache and no_scale_inv)
-}
+# The `training` keys' defaults of a CAGE config (lutils/schema.py holds them, with their meanings).
+DEFAULTS = schema.defaults("cage", "training")
 VAL_SEED = 20240101
 BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+
+
+class RunExistsError(CageError, FileExistsError):
+    """A run directory that already has checkpoints, and no request to continue it."""
 
 
 class TrainingStopped(CageError, RuntimeError):
@@ -74,7 +61,7 @@ class TrainingStopped(CageError, RuntimeError):
 
 
 def run_directory(config: Configuration, run_name: str) -> Path:
-    runs_dir = config["training"].get("runs_dir", DEFAULTS["runs_dir"])
+    runs_dir = config["training"].get("runs_dir", DEFAULTS["runs_dir"])  # the same default for both kinds
     return Path(runs_dir) / f"{config['name']}_run-{run_name}"
 
 
@@ -83,14 +70,15 @@ class BaseTrainer:
     samples and a per-step hook)."""
 
     loss_name = "Training/Loss/total_loss"
-    option_defaults: dict = {}  # per-trainer changes to DEFAULTS
+    schema_kind = "cage"  # which config schema the `training` section follows (lutils/schema.py)
 
     def __init__(self, config: Configuration, run_name: str, info: DistInfo, seed: int = DEFAULT_SEED,
                  use_wandb: bool = False, resume_step: Optional[int] = None, precision: Optional[str] = None):
         self.config, self.info, self.seed = config, info, seed
-        training = config["training"]
-        defaults = {**DEFAULTS, **self.option_defaults}
-        self.options = {key: training.get(key, default) for key, default in defaults.items()}
+        # every `training` key, absent ones at their schema defaults (which differ between the two trainers)
+        training = schema.complete("training", config["training"], kind=self.schema_kind,
+                                   source=f"{getattr(config, 'path', '<config>')}: training")
+        self.options = training
         if precision is not None:  # the command line's --precision wins over training.precision
             self.options["precision"] = precision
         optim = training["optimizer"]
@@ -99,7 +87,8 @@ class BaseTrainer:
         self.warmup_steps = int(optim["num_warmup_steps"])
         self.total_steps = int(optim["num_training_steps"])
         data = config["data"]
-        self.num_observations = int(training.get("num_observations", data["frames_per_sample"]))
+        observations = training["num_observations"]
+        self.num_observations = int(observations if observations is not None else data["frames_per_sample"])
         self.run_dir = run_directory(config, run_name)
         self.device = info.device
         self.precision = resolve_precision(str(self.options["precision"]), self.device)
@@ -112,14 +101,14 @@ class BaseTrainer:
         # Data first: a missing split is an error before any model is built.
         self.train_set = clips_from_config(data, "train", "train")
         if self.num_observations > int(data["frames_per_sample"]):
-            raise ValueError(f"training.num_observations ({self.num_observations}) exceeds data.frames_per_sample "
+            raise ConfigurationError(f"training.num_observations ({self.num_observations}) exceeds data.frames_per_sample "
                              f"({data['frames_per_sample']})")
         self.val_set = None
         if int(self.options["validate_every"]) > 0:
             try:
                 self.val_set = clips_from_config(data, "val", "validation")
-            except FileNotFoundError as error:
-                raise FileNotFoundError(f"{error}. Validation needs it; set training.validate_every=0 to train "
+            except DataNotFoundError as error:
+                raise DataNotFoundError(f"{error}. Validation needs it; set training.validate_every=0 to train "
                                         f"without validation") from error
         log(f"data: {self.train_set.num_videos} train videos" +
             (f", {self.val_set.num_videos} val videos" if self.val_set is not None else ""))
@@ -133,9 +122,9 @@ class BaseTrainer:
         self.optimizer = torch.optim.AdamW(self.trainable, lr=float(optim["learning_rate"]), betas=BETAS, eps=ADAM_EPS,
                                            weight_decay=float(optim["weight_decay"]), fused=True)
         # Optional: the power of the polynomial decay after warm-up (the original's is 0.5; 1 is linear to lr_end).
-        decay_power = float(optim.get("lr_decay_power", POWER))
+        decay_power = float(optim["lr_decay_power"])
         if not decay_power > 0:
-            raise ValueError(f"training.optimizer.lr_decay_power must be a positive number, got {decay_power}")
+            raise ConfigurationError(f"training.optimizer.lr_decay_power must be a positive number, got {decay_power}")
         self.scheduler = build_scheduler(self.optimizer, self.warmup_steps, self.total_steps, power=decay_power)
         self.ema = EMA(self.model, float(self.options["ema_decay"])) if float(self.options["ema_decay"]) > 0 else None
         rank_seed = seed * info.world_size + info.rank
@@ -215,7 +204,7 @@ class BaseTrainer:
         if latest.is_file():
             if self.options["auto_resume"]:
                 return latest
-            raise FileExistsError(f"{self.run_dir} already has checkpoints; continue it with --resume-step -1 (or "
+            raise RunExistsError(f"{self.run_dir} already has checkpoints; continue it with --resume-step -1 (or "
                                   f"training.auto_resume=true), or choose another --run-name")
         return None
 

@@ -8,6 +8,7 @@ import torch
 
 from dataset.clips import seeded_pick
 from dataset.transforms import to_float
+from lutils.configuration import ConfigurationError, to_plain
 from model.checkpoint import export_for_original, load_strict, select_prefix
 from model.model import Model
 from training.distributed import barrier
@@ -25,10 +26,8 @@ class Trainer(BaseTrainer):
     """Trains the vector-field regressor of a Model on HDF5 clips; see train.py for the command line."""
 
     def build_model(self) -> Model:
-        self.loss_weight = float(self.config["training"]["loss_weights"]["flow_matching_loss"])
-        model = Model(self.config["model"])
-        model.check_frame_size(self.config["data"]["crop_size"])
-        return model
+        self.loss_weight = float(self.options["loss_weights"]["flow_matching_loss"])
+        return Model.from_config(self.config)
 
     # Resume state: what the config cannot rebuild; snapshot: everything to sample -----------------------------------
     def state_dict_for_checkpoint(self) -> dict:
@@ -66,16 +65,14 @@ class Trainer(BaseTrainer):
         """Clips with their cached latents when `training.latent_cache` is on (rank 0 builds the cache)."""
         if not self.options["latent_cache"]:
             if self.options["feature_cache"]:
-                raise ValueError("training.feature_cache needs training.latent_cache: true (both live in one file)")
+                raise ConfigurationError("training.feature_cache needs training.latent_cache: true (both live in one file)")
             return super().training_clips()
         from dataset.latent_cache import CachedClips, FeatureSource, open_or_build
-        from lutils.configuration import to_plain
-
-        ae, model_config = self.model.ae, to_plain(self.config["model"])
+        ae, model_config = self.model.ae, to_plain(self.config["model"])  # as written: the caches' identity
         features = None
         if self.options["feature_cache"]:
-            if not model_config.get("no_scale_inv", False):
-                raise ValueError("training.feature_cache needs model.no_scale_inv: true (with random crops a frame's "
+            if not self.model.no_scale_inv:
+                raise ConfigurationError("training.feature_cache needs model.no_scale_inv: true (with random crops a frame's "
                                  "control features change at every step); set one or drop the other")
             settings = {key: model_config.get(key) for key in FEATURE_SETTINGS}
             settings["state_res"] = list(self.model.state_res)
