@@ -165,7 +165,7 @@ def load_model(config: Configuration, args, device):
 def run(args) -> int:
     from evaluation import metrics as scoring
     from evaluation.control import control_report
-    from evaluation.protocol import evenly_spaced
+    from dataset.clips import evenly_spaced
     from evaluation.report import checkpoint_info, code_versions, format_summary, plot_per_frame, save_sample_grid
     from evaluation.sampling import SampleStore, generate_all, sampling_identity
     from lutils.io import write_json

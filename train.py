@@ -49,7 +49,7 @@ def dry_run(config: Configuration) -> None:
     from dataset.h5 import DataNotFoundError
 
     data = config["data"]
-    batch_size = int(config.select("training.batching.batch_size", 2))
+    batch_size = int(config["training"]["batching"]["batch_size"])
     for split in ("train", "val"):
         try:
             dataset = clips_from_config(data, split, "train" if split == "train" else "validation", output_dtype="float32")

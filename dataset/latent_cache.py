@@ -7,7 +7,8 @@ video once, stores the latents in `<data_root>/latent_cache/<split>-<key>.h5`, a
 The key is a hash of everything the latents depend on: the autoencoder's weights and config, the frame size
 settings, and the split's shard files (names, sizes, modification times). A change in any of them gives another
 key, so a stale cache is never used: the new one is built. A file whose stored identity does not match its name is
-rebuilt. Files are written under a temporary name and renamed when complete, so an interrupted build leaves none.
+rebuilt. Files are written under a temporary name and renamed when complete, so an interrupted build never leaves a file
+under the final name.
 
 The latents are those of `autoencoder.encode` (before the model's latent_scale), float32, one dataset per video
 [L s h w]; training gathers the clip's frames from them exactly where it would have encoded them.

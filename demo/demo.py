@@ -4,7 +4,7 @@ This module owns what is particular to animation: its state, keys, gestures and 
 (construction, the gesture calls, control tensors, generation, saving) is in demo/editor.py; the figure that shows
 it and sends it mouse and key events is demo/view.py.
 
-The original way (configs/<name>.yaml, CHECKPOINTS[name] in demo/common.py, the config's test split):
+The original way (configs/<name>.yaml, CHECKPOINTS[name] of demo/loading.py, importable from demo.common, the config's test split):
 
     demo = Demo("clevrer", device="cuda:0", num_frames=12)
     demo.run(index=47)          # shows frame 0 of clip 47 in a figure (no index: a random clip)

@@ -5,7 +5,7 @@ This module owns what is particular to composition: its state, keys, gestures, c
 editor shares (construction, the gesture calls, control tensors, generation, saving) is in demo/editor.py; the
 figure that shows it and sends it mouse and key events is demo/view.py.
 
-The original way (configs/<name>.yaml, CHECKPOINTS[name] in demo/common.py, the config's test split):
+The original way (configs/<name>.yaml, CHECKPOINTS[name] of demo/loading.py, importable from demo.common, the config's test split):
 
     demo = DemoCompose("clevrer", steps=10, num_frames=9, past_horizon=4)   # source_image="x.png": that image only
     demo.run(indices=[0, 1, 2])     # shows clip 0; `n` shows the next (then random clips)

@@ -72,7 +72,7 @@ class Editor:
 
     def __init__(self, dataset_name: str, random_time: bool = False, device: str = "cpu", steps: int = 20,
                  num_frames: int = 3, past_horizon: int = -1):
-        """The original's constructor: configs/<dataset_name>.yaml and CHECKPOINTS[dataset_name] (demo/common.py),
+        """The original's constructor: configs/<dataset_name>.yaml and CHECKPOINTS[dataset_name] (demo/loading.py),
         the config's test split, the model on `device`."""
         model, dataset, config = load_model_and_data(dataset_name, device=device, random_time=random_time,
                                                      load_data=self._needs_data())

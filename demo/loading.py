@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from lutils.configuration import Configuration, to_plain
+from lutils.configuration import Configuration, ConfigurationError, to_plain
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def load_model_and_data(
         if data_path is None:
             data_root = config.select("data.data_root")
             if data_root is None:
-                raise KeyError(f"{config.path}: data.data_root is not set; pass data_path=PATH")
+                raise ConfigurationError(f"{config.path}: data.data_root is not set; pass data_path=PATH")
             data_file = _config_path(Path(str(data_root)) / split, roots)
         else:
             data_file = _user_path(data_path, root)

@@ -4,13 +4,12 @@ FVD values from different papers rarely agree because of small protocol differen
 frames are resized, whether the conditioning frames are compared, how the real set is subsampled, how covariances
 are normalised). Here each of them is an explicit field. The sampling fields (SAMPLING_FIELDS) decide the generated
 samples, so a resumed generation refuses samples made under other values of them; the others (fvd_*) only decide how
-the samples are compared. Also here: `evenly_spaced`, the choice of clips.
+the samples are compared. The choice of clips is `dataset.clips.evenly_spaced`.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
 
 FVD_FRAMES = ("all", "generated")
 FVD_COVARIANCES = ("population",)  # the one computed (evaluation/fvd.py); recorded so results say which it was
@@ -89,14 +88,3 @@ def sampling_differences(saved: dict, sampling: dict) -> list:
                if saved.get(key) != sampling.get(key)]
     return changed + [f"{key}: {saved[key]!r} -> (retired; it was always {value!r})"
                       for key, value in RETIRED_FIELDS.items() if key in saved and saved[key] != value]
-
-
-def evenly_spaced(available: int, count: Optional[int]) -> list:
-    """`count` distinct indices spread evenly over range(available), in order (all of them for None)."""
-    if count is None or count == available:
-        return list(range(available))
-    if not 1 <= count <= available:
-        raise ValueError(f"asked for {count} videos, but the split has {available}")
-    if count == 1:
-        return [0]
-    return [(i * (available - 1)) // (count - 1) for i in range(count)]  # integer maths: exact and distinct

@@ -145,9 +145,7 @@ def generate_batch(model, clips: torch.Tensor, protocol: Protocol, batch_index: 
     frames = to_float(clips).to(device)
     feats = masks = None
     if protocol.controls_prob > 0:
-        feats = model.get_features(frames[:, k:])  # [b F C h w]
-        allowed = torch.ones(*feats.shape[:2], 1, *feats.shape[3:], device=device)  # every cell may be revealed
-        masks = model.sparsify(allowed, protocol.controls_prob, generator)
+        feats, masks = model.revealed_controls(frames[:, k:], protocol.controls_prob, generator)
     with autocast(device, protocol.precision):
         video = generate(model, f, device, initial_frames=frames[:, :k] if k else None, feats=feats,
                          feats_masks=masks, batch_size=len(clips), method=protocol.method,

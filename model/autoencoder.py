@@ -21,6 +21,7 @@ from torch import nn
 from lutils import schema
 from lutils.configuration import to_plain
 from model.checkpoint import (
+    DDP_PREFIX,
     FrozenPretrained,
     WeightsStatus,
     extract_state_dict,
@@ -395,7 +396,7 @@ class OursAutoencoder(FrozenAutoencoder):
 
     def load_checkpoint(self, path: str | Path, trust: bool = False) -> "OursAutoencoder":
         """Load an original AE file `{"model": {"module.<VQVAE key>": tensor}}`; the `module.` prefix is optional."""
-        state_dict = strip_prefix(extract_state_dict(load_file(path, trust=trust), path, keys=("model",)), "module.")
+        state_dict = strip_prefix(extract_state_dict(load_file(path, trust=trust), path, keys=("model",)), DDP_PREFIX)
         load_strict(self.backbone, state_dict, str(path))
         self.weights.mark_loaded(str(path))
         return self

@@ -1,7 +1,9 @@
 """Checkpoint files: safe loading, key surgery (DDP prefixes, the original's legacy names and dead weights, the EMA
-swap, the export back to the original's layout), strict loading with a readable diff, atomic saving.
+swap, the export back to the original's CAGE and autoencoder layouts), strict loading with a readable diff, atomic
+saving.
 
-Every rule about which keys a checkpoint may hold and how they map onto our modules lives here."""
+Every rule about which keys a CAGE checkpoint may hold and how they map onto our modules lives here. The frozen parts'
+own third-party formats (taming's Lightning files, timm's DINOv2 names) are read by their modules."""
 from __future__ import annotations
 
 import pickle
@@ -82,6 +84,22 @@ def legacy_unused_keys(state_dict: Mapping, prefix: str = "vector_field_regresso
     return [key for key in state_dict if key.startswith(tuple(prefix + p for p in LEGACY_UNUSED_PREFIXES))]
 
 
+def ema_weights(content: object) -> Optional[dict]:
+    """The EMA weights (`{"ema": {"shadow": {name: tensor}}}`) of a file of our trainers, or None without them."""
+    ema = content.get("ema") if isinstance(content, Mapping) else None
+    return dict(ema["shadow"]) if isinstance(ema, Mapping) and isinstance(ema.get("shadow"), Mapping) else None
+
+
+def with_ema(state: Mapping, ema: Optional[Mapping]) -> dict:
+    """A copy of `state` with the EMA weights in place of the raw ones (the same keys), when there are any."""
+    return {**state, **(ema or {})}
+
+
+def autoencoder_file(state: Mapping, ema: Optional[Mapping] = None, **extra) -> dict:
+    """Our VQVAE's weights in the original's autoencoder file layout `{"model": {"module.<key>": tensor}}`."""
+    return {"model": {DDP_PREFIX + key: value for key, value in with_ema(state, ema).items()}, **extra}
+
+
 def cage_state_dict(content: object, path: str | Path, use_ema: bool = True) -> tuple:
     """(state dict in our key layout, EMA updates used or None) of a loaded CAGE checkpoint.
 
@@ -89,25 +107,21 @@ def cage_state_dict(content: object, path: str | Path, use_ema: bool = True) -> 
     names and dead weights; files of our trainer also hold EMA weights (`{"ema": {"shadow": ...}}`), which replace
     the raw ones unless `use_ema=False`.
     """
-    state = extract_state_dict(content, path, keys=("model",))
-    ema = content.get("ema") if isinstance(content, Mapping) and use_ema else None
-    if ema is not None:
-        state.update(ema["shadow"])
+    ema = ema_weights(content) if use_ema else None
+    state = with_ema(extract_state_dict(content, path, keys=("model",)), ema)
     if any(key.startswith(DDP_PREFIX) for key in state):
         state = strip_prefix(state, DDP_PREFIX)
     for old, new in LEGACY_RENAMES.items():
         state = {key.replace(old, new): value for key, value in state.items()}
     for key in legacy_unused_keys(state):
         del state[key]
-    return state, (ema["num_updates"] if ema is not None else None)
+    return state, (int(content["ema"]["num_updates"]) if ema is not None else None)
 
 
 def export_for_original(model_state: Mapping, inner_dim: int, ema: Optional[Mapping] = None) -> dict:
     """`{"model": state_dict}` that the original code's strict Model.load_from_ckpt accepts: EMA weights optionally
     swapped in, and the original's unused `time_projection` weights re-added as zeros."""
-    state = dict(model_state)
-    if ema is not None:
-        state.update(ema)
+    state = with_ema(model_state, ema)
     prefix = "vector_field_regressor." + LEGACY_UNUSED_PREFIXES[0]
     state[prefix + "0.weight"] = torch.zeros(TIME_PROJECTION_HIDDEN, 1)
     state[prefix + "0.bias"] = torch.zeros(TIME_PROJECTION_HIDDEN)

@@ -31,6 +31,7 @@ from torch import nn
 from lutils import schema
 from lutils.configuration import to_plain
 from model.checkpoint import (
+    DDP_PREFIX,
     FrozenPretrained,
     WeightsStatus,
     extract_state_dict,
@@ -153,7 +154,7 @@ class DinoBackbone(FrozenPretrained, nn.Module):
         else:
             label = str(source)
             state_dict = extract_state_dict(load_file(source, trust=trust), source)
-        state_dict = strip_prefix(state_dict, "module.")
+        state_dict = strip_prefix(state_dict, DDP_PREFIX)
         own = nn.Module.state_dict(self)
         if "cls_token" not in state_dict and any(k.startswith("dino.") for k in state_dict):
             state_dict = select_prefix(state_dict, "dino.")

@@ -1,5 +1,10 @@
 """The CAGE model: frozen VQ autoencoder + frozen DINOv2 features + the flow-matching vector-field regressor.
 
+`Model` is the network and its frozen parts: it checks its config (the schema, state_size against the autoencoder,
+`check_frame_size`), encodes, decodes, extracts features and predicts velocities; `forward` is the training step's
+recipe, whose random corruption lives in model/corruption.py and whose path maths in model/flow_matching.py.
+`Model.from_config` builds it from a whole config and loads a checkpoint (key rules: model/checkpoint.py).
+
 `Model(config["model"])` builds it from the original config schema without changing the config; its state dict
 keys are the original's (`ae.*`, `dino.*`, `vector_field_regressor.*`), so original checkpoints load unchanged.
 """
@@ -152,6 +157,15 @@ class Model(nn.Module):
     def control_features(self, frames: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple:
         """`Corruption.control_features` with this model's features: (feats [n F h w], allowed [n 1 h w])."""
         return self.corruption.control_features(frames, self.get_features, generator)
+
+    @torch.no_grad()
+    def revealed_controls(self, frames: torch.Tensor, select_prob: Optional[float] = None,
+                          generator: Optional[torch.Generator] = None) -> tuple:
+        """Controls made from real frames [b l 3 H W]: (their features [b l F h w], masks [b l 1 h w] revealing each
+        cell with probability select_prob, default feats_select_prob), as training samples and evaluation use."""
+        feats = self.get_features(frames)
+        allowed = torch.ones(*feats.shape[:2], 1, *feats.shape[3:], device=feats.device)  # fp32: the same draws
+        return feats, self.sparsify(allowed, select_prob, generator)
 
     def sparsify(self, allowed: torch.Tensor, select_prob: Optional[float] = None,
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:

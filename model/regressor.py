@@ -11,11 +11,9 @@ from einops import rearrange, repeat
 from torch import nn
 
 from model import rng
-from model.checkpoint import legacy_unused_keys
 from model.attention import CrossAttentionLayer, RelativeAttentionLayer, TimeDependentAttentionLayer
+from model.checkpoint import legacy_unused_keys
 from model.embeddings import PositionEncoding2D, timestamp_embedding
-
-# Dead weights of the original (`time_projection`, never used in forward): dropped here, ignored when loading.
 
 
 class PassThrough(nn.Module):

@@ -60,7 +60,7 @@ def test_missing_keys_and_splits_are_named(data_config):
         clips_from_config(data_config, "train", "training")
 
 
-@pytest.mark.parametrize("available,count", [(10, 4), (100, 8), (7, 7), (5, 1), (2, 2), (1000, 3)])
+@pytest.mark.parametrize("available,count", [(10, 4), (100, 8), (7, 7), (5, 1), (2, 2), (1000, 3), (1000, 256), (7, 6)])
 def test_evenly_spaced_is_the_floor_of_the_linear_spacing(available, count):
     chosen = evenly_spaced(available, count)
     expected = [int(np.floor(i * (available - 1) / (count - 1))) for i in range(count)] if count > 1 else [0]

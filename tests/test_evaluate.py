@@ -12,25 +12,13 @@ import scipy.linalg
 import torch
 
 import evaluate
-from evaluation.protocol import Protocol, evenly_spaced
+from evaluation.protocol import Protocol
 from tests.conftest import ROOT
 
 NUM_VIDEOS, COND, GEN = 4, 1, 7
 
 
 # Protocol --------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("available,count", [(10, 10), (10, 1), (10, 4), (7, 6), (1000, 256), (3, None)])
-def test_evenly_spaced_is_distinct_ordered_and_covers_the_ends(available, count):
-    chosen = evenly_spaced(available, count)
-    assert len(chosen) == (count or available) and chosen == sorted(set(chosen))
-    assert chosen[0] == 0 and (len(chosen) == 1 or chosen[-1] == available - 1)
-
-
-def test_evenly_spaced_rejects_more_than_available():
-    with pytest.raises(ValueError, match="asked for 11 videos, but the split has 10"):
-        evenly_spaced(10, 11)
-
-
 def base_protocol(**changes) -> Protocol:
     fields = dict(split="test", num_videos=4, cond_frames=1, gen_frames=7, skip_frames=0, frame_size=32,
                   steps=2, gamma=0.0, seed=0, batch_size=2, controls_prob=0.0)

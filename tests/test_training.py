@@ -372,3 +372,14 @@ def test_precision_option_resolves_and_bf16_trains_on_cpu(data_root, tmp_path):
     assert losses["bf16"] and all(math.isfinite(v) for v in losses["bf16"])
     # the same draws at lower precision: the first losses agree to bf16's few digits, not bit for bit
     assert losses["bf16"][0] == pytest.approx(losses["fp32"][0], rel=0.05) and losses["bf16"] != losses["fp32"]
+
+
+def test_a_run_without_ema_validates_samples_and_snapshots_its_raw_weights(data_root, tmp_path):
+    trainer = Trainer(tiny_config(data_root, tmp_path, "training.ema_decay=0"), "noema", DistInfo(), seed=1)
+    assert trainer.ema is None and trainer.train() == 0
+    run = tmp_path / "tiny_run-noema"
+    assert (run / "samples" / "step_8.png").is_file()
+    assert "Validation/loss" in (run / "metrics.jsonl").read_text()
+    snapshot = load_file(run / "snapshots" / "latest.pth")
+    assert not snapshot["ema_weights"]
+    assert torch.equal(snapshot["model"]["vector_field_regressor.msk_token"], trainer.model.vector_field_regressor.msk_token)

@@ -19,7 +19,7 @@ from dataset.transforms import to_float
 from evaluation.frame_metrics import psnr_per_frame
 from lutils import schema
 from model.autoencoder import VQVAE
-from model.checkpoint import strip_prefix
+from model.checkpoint import DDP_PREFIX, autoencoder_file, strip_prefix
 from training.distributed import barrier
 from training.loop import VAL_SEED, BaseTrainer
 
@@ -88,17 +88,15 @@ class AutoencoderTrainer(BaseTrainer):
 
     def state_dict_for_checkpoint(self) -> dict:
         """The VQVAE's keys with `module.`, the format of the original's autoencoder files."""
-        return {f"module.{key}": value for key, value in self.model.state_dict().items()}
+        return autoencoder_file(self.model.state_dict())["model"]
 
     def snapshot(self) -> dict:
         """The VQVAE's weights (EMA weights when it keeps them) in the layout of the original's autoencoder files."""
-        state = self.model.state_dict()
-        if self.ema is not None:
-            state.update(self.ema.shadow)
-        return {"model": {f"module.{key}": value for key, value in state.items()}, "global_step": self.global_step}
+        ema = self.ema.shadow if self.ema is not None else None
+        return autoencoder_file(self.model.state_dict(), ema, global_step=self.global_step)
 
     def load_model_state(self, state: dict) -> None:
-        self.model.load_state_dict(strip_prefix(state, "module."))
+        self.model.load_state_dict(strip_prefix(state, DDP_PREFIX))
 
     def _val_frames(self) -> torch.Tensor:
         clips = seeded_pick(self.val_set, self.options["val_clips"], VAL_SEED)

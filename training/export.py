@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from lutils.errors import CageError, report
-from model.checkpoint import CheckpointError, export_for_original, save_file
+from model.checkpoint import CheckpointError, ema_weights, export_for_original, save_file
 from training.checkpointing import load_training_checkpoint
 
 
@@ -31,7 +31,7 @@ def with_frozen_parts(state: dict, source: str) -> dict:
         if not part.weights.loaded:
             raise CheckpointError(f"{source}: holds no {name}.* weights, and the config it stores does not load them "
                                   f"from a file ({part.weights.what}); export the run's snapshot instead")
-        weights.update({f"{name}.{key}": value for key, value in part.state_dict().items()})
+        weights.update({key: value for key, value in model.state_dict().items() if key.startswith(name + ".")})
     return weights
 
 
@@ -50,9 +50,9 @@ def main(argv=None) -> int:
                                   f"stores ({type(error).__name__}: {error}); not written by train.py?") from error
         ema = None
         if not args.no_ema:
-            if not isinstance(state.get("ema"), dict) or "shadow" not in state["ema"]:
+            ema = ema_weights(state)
+            if ema is None:
                 raise CheckpointError(f"{args.checkpoint}: holds no EMA weights; export the raw ones with --no-ema")
-            ema = state["ema"]["shadow"]
         out = save_file(export_for_original(with_frozen_parts(state, args.checkpoint), inner_dim, ema), args.out)
     except CageError as error:
         return report(error)

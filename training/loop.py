@@ -1,12 +1,14 @@
 """The generic training loop shared by train.py (CAGE) and train_autoencoder.py (our VQVAE).
 
 One code path for CPU (fp32) and CUDA (bf16 autocast); DDP under torchrun or spawned processes; a run directory
-runs/<name>_run-<run-name>/ with the resolved config, metrics.jsonl, log.txt and atomic checkpoints; bit-exact resume
+runs/<name>_run-<run-name>/ with the resolved config, metrics.jsonl, log.txt, the resume state (checkpoints/) and
+beside each of its files an inference snapshot (snapshots/), all written atomically; bit-exact resume
 (model, EMA, optimizer, scheduler, step, every RNG state, data position); SIGTERM/SIGINT save and stop; non-finite
 steps skipped, counted and stopping the run after N in a row. Subclasses say what the model and the loss are.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import re
@@ -174,6 +176,11 @@ class BaseTrainer:
 
     def sample(self) -> None:
         """Write sample media for the current step (optional)."""
+
+    def inference_weights(self):
+        """Context in which the model holds the weights to sample and validate with: the EMA's, or the raw ones
+        when the run keeps no EMA (training.ema_decay: 0)."""
+        return self.ema.swapped_in(self.model) if self.ema is not None else contextlib.nullcontext(self.model)
 
     def state_dict_for_checkpoint(self) -> dict:
         """What goes under "model" in the resume state (checkpoints/)."""

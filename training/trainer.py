@@ -48,11 +48,9 @@ class Trainer(BaseTrainer):
     def snapshot(self) -> dict:
         """EMA regressor plus the frozen autoencoder and DINOv2 in the original's layout (`{"model": ...}`, with its
         dead time_projection weights as zeros): loads with `Model.load_from_ckpt` here and in the original code."""
-        state = self.model.state_dict()
-        if self.ema is not None:
-            state.update(self.ema.shadow)
         inner_dim = int(self.config["model"]["vector_field_regressor"]["inner_dim"])
-        return {**export_for_original(state, inner_dim), "global_step": self.global_step,
+        ema = self.ema.shadow if self.ema is not None else None
+        return {**export_for_original(self.model.state_dict(), inner_dim, ema), "global_step": self.global_step,
                 "ema_weights": self.ema is not None, "config": self.config.to_dict()}
 
     def check_weights(self) -> None:
@@ -109,7 +107,7 @@ class Trainer(BaseTrainer):
         values = None
         if self.info.is_main:
             clips = seeded_pick(self.val_set, self.options["val_clips"], VAL_SEED)
-            with self.ema.swapped_in(self.model):
+            with self.inference_weights():
                 self.model.eval()
                 loss = self._validation_loss(clips)
                 select_prob = self.model.feats_select_prob
@@ -145,14 +143,12 @@ class Trainer(BaseTrainer):
         written = None
         if self.info.is_main and self.val_set is not None:
             clips = seeded_pick(self.val_set, self.options["sample_clips"], VAL_SEED)
-            count = len(clips)
             real = to_float(torch.stack(clips).to(self.device))
             frames = min(int(self.options["sample_frames"]), real.shape[1] - 1)
             real = real[:, : frames + 1]
-            with self.ema.swapped_in(self.model), self.autocast:
-                feats = self.model.get_features(real[:, 1:])
-                masks = self.model.sparsify(torch.ones(count, frames, 1, *self.model.state_res, device=self.device),
-                                            generator=torch.Generator(self.device).manual_seed(VAL_SEED))
+            with self.inference_weights(), self.autocast:
+                feats, masks = self.model.revealed_controls(real[:, 1:],
+                                                            generator=torch.Generator(self.device).manual_seed(VAL_SEED))
                 video = generate(self.model, frames, self.device, initial_frames=real[:, :1], feats=feats,
                                  feats_masks=masks, num_steps=int(self.options["sample_steps"]), seed=VAL_SEED)
             folder = self.run_dir / "samples"
