@@ -3,6 +3,11 @@
 "auto" picks bf16 autocast where the hardware runs it fast and fp32 elsewhere: on CUDA (as the original trains),
 and on CPUs with native bf16 matrix instructions (AVX512-BF16 or AMX), where bf16 matmuls run several times faster
 than fp32. Weights and optimizer state stay fp32 in every case; autocast only lowers the matmuls' precision.
+
+TF32 (CUDA's 10-bit-mantissa fp32 matmuls and convolutions) is set deliberately, by `set_tf32`, which `autocast`
+calls, so training, generation and evaluation all decide it in one place: allowed under bf16 (the run already
+accepts bf16 matmuls; TF32 only touches the few fp32 ones autocast leaves, e.g. the autoencoder's convolutions),
+off under fp32 (fp32 then means fp32, as a reference run needs). `tf32_settings()` is what a run records.
 """
 from __future__ import annotations
 
@@ -45,9 +50,28 @@ def resolve_precision(precision: str, device) -> str:
     return "fp32"
 
 
+def set_tf32(device, precision: str) -> dict:
+    """Allow TF32 on CUDA exactly when `precision` is "bf16" (module docstring); returns `tf32_settings()`.
+    On other devices the flags are left alone (they only change CUDA kernels)."""
+    if torch.device(device).type == "cuda":
+        allowed = precision == "bf16"
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+        torch.backends.cudnn.allow_tf32 = allowed
+    return tf32_settings()
+
+
+def tf32_settings() -> dict:
+    """The TF32 flags as they stand now: {"tf32_matmul": bool, "tf32_cudnn": bool} (they apply to CUDA only)."""
+    return {"tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+            "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32)}
+
+
 def autocast(device, precision: str):
-    """A context that runs the enclosed code at `precision` ("bf16" or "fp32", already resolved) on `device`."""
+    """A context that runs the enclosed code at `precision` ("bf16" or "fp32", already resolved) on `device`.
+    Also sets TF32 for `precision` (set_tf32)."""
     device = torch.device(device)
+    if precision in ("bf16", "fp32"):
+        set_tf32(device, precision)
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     if precision == "fp32":

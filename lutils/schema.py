@@ -129,6 +129,9 @@ class VectorFieldRegressor:
     feats_dim: Optional[int] = optional(None, "Derived (F): the original overwrote it, this code ignores it.")
     attention: str = added("sdpa", "Attention backend: torch's fused kernels, or the original's formulas written out.",
                            choices=("sdpa", "math"))
+    activation_checkpointing: bool = added(False, "Training recomputes each block's activations in the backward pass "
+                                                  "instead of storing them (less memory, about a third more compute; "
+                                                  "the same loss and gradients).")
 
 
 @dataclass(kw_only=True)
@@ -269,6 +272,8 @@ class CageTraining(Training):
                                       "(data without flip or jitter).")
     feature_cache: bool = added(False, "Also cache every frame's control features and read no frames (needs "
                                        "latent_cache and model.no_scale_inv).")
+    compile: bool = added(False, "Compile the regressor with torch.compile (in place, same weights and keys): faster "
+                                 "steps on GPUs after a compile of minutes at the first steps.")
 
 
 @dataclass(kw_only=True)

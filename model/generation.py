@@ -53,8 +53,9 @@ class VelocityField:
             context = torch.full((self.num_context,), i - 1, device=device, dtype=torch.long)
         else:
             context = rng.randint(self.context_from, i - 1, (self.num_context,), device, self.generator)
-        targets = torch.arange(i, i + T, device=device)
-        selected = torch.cat([context, torch.tensor([i - 1], device=device), targets])  # [l]
+        reference_and_targets = torch.arange(i - 1, i + T, device=device)  # made on the device: no copy per call
+        targets = reference_and_targets[1:]
+        selected = torch.cat([context, reference_and_targets])  # [l]
         target_t, scale = self.target_times(t.float())
         if self.plot:
             plot_noise_levels(self.path.noise_levels(y.shape[1], i, target_t), f"{self.stage}, frames {i}..{i + T - 1}")

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import torch
 from einops import rearrange, repeat
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from model import rng
 from model.attention import CrossAttentionLayer, RelativeAttentionLayer, TimeDependentAttentionLayer
@@ -87,8 +88,11 @@ class VectorFieldRegressor(nn.Module):
         feats_dim: int,
         num_frames: Optional[int] = None,
         attention: str = "sdpa",
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
+        # Training only: recompute each block in the backward pass (model.vector_field_regressor.activation_checkpointing)
+        self.activation_checkpointing = activation_checkpointing
         self.state_size, self.state_res = state_size, tuple(state_res)
         self.inner_dim, self.masking_ratio, self.num_frames = inner_dim, masking_ratio, num_frames
         self.msk_token = nn.Parameter(torch.randn(feats_dim))
@@ -133,8 +137,12 @@ class VectorFieldRegressor(nn.Module):
 
         cond = self.condition(feats, feats_masks, l, pos)  # [b l n d]
         indices = indices.long()
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for block in self.main_blocks:
-            x = block(x, time, indices, cond)
+            if recompute:  # the RNG state is restored for the recomputation: dropout draws the same masks
+                x = checkpoint(block, x, time, indices, cond, use_reentrant=False)
+            else:
+                x = block(x, time, indices, cond)
 
         x = self.project_out(x)
         x = torch.cat([x, x.new_zeros(b, l, n - x.shape[2], x.shape[3])], dim=2)  # dropped tokens re-enter as zeros

@@ -5,6 +5,10 @@ runs/<name>_run-<run-name>/ with the resolved config, metrics.jsonl, log.txt, th
 beside each of its files an inference snapshot (snapshots/), all written atomically; bit-exact resume
 (model, EMA, optimizer, scheduler, step, every RNG state, data position); SIGTERM/SIGINT save and stop; non-finite
 steps skipped, counted and stopping the run after N in a row. Subclasses say what the model and the loss are.
+
+On CUDA a step waits for the device twice, on purpose: whether the loss and the gradient norm are finite decides
+whether the step is taken. Metrics stay device tensors until a log window ends; batches come from pinned memory
+(`pin_memory` on CUDA) with non-blocking copies; gradient clipping and the EMA work on the fp32 weights.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from lutils import schema
 from lutils.configuration import Configuration, ConfigurationError
 from lutils.errors import CageError
 from lutils.logger import Logger
-from lutils.precision import autocast, resolve_precision
+from lutils.precision import autocast, resolve_precision, tf32_settings
 from model.checkpoint import CheckpointError, save_file
 from training import DEFAULT_SEED
 from training.checkpointing import (
@@ -98,7 +102,9 @@ class BaseTrainer:
 
         self.logger = Logger("cage", self.run_dir.name, use_wandb, config.to_dict(), info.rank, self.run_dir)
         log = self.logger.info
-        log(f"run directory {self.run_dir}; {info.world_size} process(es) on {self.device}, {self.precision}")
+        tf32 = tf32_settings() if self.device.type == "cuda" else None  # autocast() above has set them
+        log(f"run directory {self.run_dir}; {info.world_size} process(es) on {self.device}, {self.precision}" +
+            (f", TF32 matmul {tf32['tf32_matmul']}, cudnn {tf32['tf32_cudnn']}" if tf32 is not None else ""))
 
         # Data first: a missing split is an error before any model is built.
         self.train_set = clips_from_config(data, "train", "train")
@@ -400,10 +406,11 @@ class BaseTrainer:
             clips += batch.shape[0] * self.info.world_size
             if not metrics["skipped"]:
                 for key, value in metrics.items():
-                    if key.startswith("Training/"):
-                        window.setdefault(key, []).append(float(value))
+                    if key.startswith("Training/"):  # device tensors: read once per log window, not every step
+                        window.setdefault(key, []).append(value)
             progress.update()
             if self.global_step % log_every == 0 or self.global_step == end:
+                window = {key: [float(v) for v in values] for key, values in window.items()}
                 elapsed = time.perf_counter() - window_start
                 self._log_window(window, metrics["learning_rate"], clips / max(elapsed, 1e-9))
                 losses = window.get(self.loss_name, [])

@@ -27,7 +27,13 @@ class Trainer(BaseTrainer):
 
     def build_model(self) -> Model:
         self.loss_weight = float(self.options["loss_weights"]["flow_matching_loss"])
-        return Model.from_config(self.config)
+        model = Model.from_config(self.config)
+        regressor = model.vector_field_regressor
+        # Both training-only options are off by default (lutils/schema.py, README "Training").
+        regressor.activation_checkpointing = bool(model.config["vector_field_regressor"]["activation_checkpointing"])
+        if self.options["compile"]:
+            regressor.compile()  # in place: parameter names, EMA and checkpoints are unchanged
+        return model
 
     # Resume state: what the config cannot rebuild; snapshot: everything to sample -----------------------------------
     def state_dict_for_checkpoint(self) -> dict:
