@@ -186,3 +186,21 @@ def test_evaluate_runs_under_bf16_close_to_fp32(golden_dir, tmp_path):
     for name, tolerance in (("psnr", 0.5), ("ssim", 0.02)):
         bf16, fp32 = results["bf16"]["metrics"][name]["mean"], results["fp32"]["metrics"][name]["mean"]
         assert math.isfinite(bf16) and bf16 == pytest.approx(fp32, abs=tolerance), name
+
+
+def test_clipping_and_ema_stay_fp32_under_bf16_autocast(data_root, tmp_path, monkeypatch):
+    config = Configuration(TINY, [f"data.data_root={data_root}", f"+training.runs_dir={tmp_path}",
+                                  "training.validate_every=0", "training.sample_every=0"])
+    trainer = Trainer(config, "bf16", DistInfo(), seed=1, precision="bf16")
+    clipped = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda parameters, max_norm: clipped.extend(p.grad.dtype for p in parameters) or
+                        real(parameters, max_norm))
+    batch = next(iter(trainer.loader()))
+    metrics = trainer.train_step(batch[0])
+    assert not metrics["skipped"] and metrics[Trainer.loss_name].dtype == torch.float32
+    assert clipped and set(clipped) == {torch.float32}  # clipped fp32 gradients of fp32 weights
+    assert metrics["Training/Stats/grad_norm"].dtype == torch.float32
+    assert {p.dtype for p in trainer.trainable} == {value.dtype for value in trainer.ema.shadow.values()} == \
+        {torch.float32}
