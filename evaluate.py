@@ -169,6 +169,7 @@ def run(args) -> int:
     from evaluation.report import checkpoint_info, code_versions, format_summary, plot_per_frame, save_sample_grid
     from evaluation.sampling import SampleStore, generate_all, sampling_identity
     from lutils.io import write_json
+    from lutils.precision import tf32_settings
     from training.distributed import barrier, cleanup, init_distributed
 
     out, ckpt = Path(args.out), Path(args.ckpt)
@@ -230,6 +231,7 @@ def run(args) -> int:
             "device": str(info.device) + (f" ({torch.cuda.get_device_name(info.device)})"
                                           if info.device.type == "cuda" else ""),
             "processes": info.world_size,
+            "numerics": tf32_settings(),  # as the run's autocast set them (CUDA only; lutils/precision.py)
             "seconds": {"generation": scores.generation_seconds, "total_this_run": time.perf_counter() - started},
             "files": {"per_frame_plot": str(plot), "samples": str(grid), "parts": str(store.folder)},
         }

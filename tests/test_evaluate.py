@@ -121,6 +121,7 @@ def test_results_hold_every_metric_and_the_protocol(setup, full_run):
         (NUM_VIDEOS, COND, GEN, 0.5)
     assert protocol["fvd_resolution"] == 224 and protocol["fvd_frames"] == "all"
     assert protocol["fvd_covariance"] == "population"  # the covariance convention of the FVD value
+    assert set(results["numerics"]) == {"tf32_matmul", "tf32_cudnn"}  # as autocast left them (CUDA only)
     from lutils.precision import resolve_precision
 
     assert protocol["precision"] == resolve_precision("auto", "cpu")  # the default: bf16 where the CPU has it
