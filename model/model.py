@@ -86,6 +86,7 @@ class Model(nn.Module):
             feats_dim=self.feats_dim,
             num_frames=self.num_frames,
             attention=vfr["attention"],
+            activation_checkpointing=vfr["activation_checkpointing"],  # acts only where gradients are taken
         )
 
     @classmethod

@@ -27,12 +27,9 @@ class Trainer(BaseTrainer):
 
     def build_model(self) -> Model:
         self.loss_weight = float(self.options["loss_weights"]["flow_matching_loss"])
-        model = Model.from_config(self.config)
-        regressor = model.vector_field_regressor
-        # Both training-only options are off by default (lutils/schema.py, README "Training").
-        regressor.activation_checkpointing = bool(model.config["vector_field_regressor"]["activation_checkpointing"])
-        if self.options["compile"]:
-            regressor.compile()  # in place: parameter names, EMA and checkpoints are unchanged
+        model = Model.from_config(self.config)  # with model.vector_field_regressor.activation_checkpointing if set
+        if self.options["compile"]:  # off by default (lutils/schema.py, README "Training")
+            model.vector_field_regressor.compile()  # in place: parameter names, EMA and checkpoints are unchanged
         return model
 
     # Resume state: what the config cannot rebuild; snapshot: everything to sample -----------------------------------
