@@ -248,32 +248,87 @@ def part_regressor(ctx: dict) -> dict:
 
 
 # (d) ------------------------------------------------------------------------------------------------------------
+class _compiled_models:
+    """While active, model.model.Model compiles its regressor in place after construction, as training.compile makes
+    the trainer do (training/trainer.py): so benchmarks/train_step.py's own step is timed compiled."""
+
+    def __enter__(self):
+        import model.model as module
+
+        self.module, self.original = module, module.Model
+
+        class CompiledModel(module.Model):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.vector_field_regressor.compile()
+
+        module.Model = CompiledModel
+
+    def __exit__(self, *exc):
+        self.module.Model = self.original
+
+
+def compile_offered() -> bool:
+    """Whether the trainer offers torch.compile (a `compile` key in lutils/schema.py, training.compile)."""
+    import dataclasses
+
+    from lutils import schema
+
+    return any(dataclasses.is_dataclass(c) and "compile" in {f.name for f in dataclasses.fields(c)}
+               for c in vars(schema).values() if isinstance(c, type))
+
+
 def part_train_step(ctx: dict) -> dict:
     from benchmarks import train_step
 
     s, device, budget, peak = ctx["sizes"], ctx["device"], ctx["budget"], ctx.get("peak_flops")
     rows, figures = [], {}
-    for name in s["configs"]:
-        if not budget.fits(ctx["reserve"]):
-            rows.append([name, "bf16", "no", "", "", "", "", "", "", "", "skipped: budget"])
-            continue
-        r = train_step.child(name, s["batch"], s["train_iters"], s["train_warmup"], device.type, "bf16")
+    empty = [""] * 7
+
+    def measure(name: str, compiled: bool) -> list:
+        if compiled:
+            with _compiled_models():
+                r = train_step.child(name, s["batch"], s["train_iters"], s["train_warmup"], device.type, "bf16")
+        else:
+            r = train_step.child(name, s["batch"], s["train_iters"], s["train_warmup"], device.type, "bf16")
         free_memory(device)
         achieved = r["flops"] / r["seconds"]
         mfu = achieved / peak if peak and device.type == "cuda" else None
-        figures[name] = {**r, "steps_per_s": 1 / r["seconds"], "clips_per_s": s["batch"] / r["seconds"],
-                         "achieved_tflops": achieved / 1e12, "mfu": mfu}
-        rows.append([name, "bf16", "no", f"{r['seconds']:.3f}", f"{1 / r['seconds']:.2f}",
-                     f"{s['batch'] / r['seconds']:.1f}", f"{r['flops'] / 1e12:.3f}", f"{achieved / 1e12:.2f}",
-                     f"{100 * mfu:.1f} %" if mfu is not None else "n/a (CPU)", f"{r['peak_mb']:.0f}", "ok"])
-        rows.append([name, "bf16", "torch.compile", "", "", "", "", "", "", "", "not offered by the trainer"])
+        figures[name + (" compiled" if compiled else "")] = {
+            **r, "steps_per_s": 1 / r["seconds"], "clips_per_s": s["batch"] / r["seconds"],
+            "achieved_tflops": achieved / 1e12, "mfu": mfu}
+        return [f"{r['seconds']:.3f}", f"{1 / r['seconds']:.2f}", f"{s['batch'] / r['seconds']:.1f}",
+                f"{r['flops'] / 1e12:.3f}", f"{achieved / 1e12:.2f}",
+                f"{100 * mfu:.1f} %" if mfu is not None else "n/a (CPU)", f"{r['peak_mb']:.0f}", "ok"]
+
+    for name in s["configs"]:
+        if not budget.fits(ctx["reserve"]):
+            rows.append([name, "bf16", "no", *empty, "skipped: budget"])
+            continue
+        rows.append([name, "bf16", "no", *measure(name, False)])
+    offered = compile_offered()
+    for name in s["configs"]:
+        if not offered:
+            rows.append([name, "bf16", "torch.compile", *empty, "not offered by the trainer"])
+        elif ctx["smoke"]:
+            rows.append([name, "bf16", "torch.compile", *empty, "skipped in --smoke (compiling takes minutes)"])
+        elif not budget.fits(ctx["compile_need"]):
+            rows.append([name, "bf16", "torch.compile", *empty, f"skipped: needs {ctx['compile_need']:.0f} s, "
+                                                                f"{budget.left():.0f} s left"])
+        else:
+            try:
+                rows.append([name, "bf16", "torch.compile", *measure(name, True)])
+            except Exception as error:
+                rows.append([name, "bf16", "torch.compile", *empty,
+                             f"failed: {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"])
     return {"columns": ["config", "precision", "compile", "s/step", "steps/s", "clips/s", "TFLOP/step",
                         "achieved TFLOP/s", "MFU (of measured bf16 peak)", "peak MB", "status"],
             "rows": rows, "figures": figures,
             "notes": [f"frozen AE + DINOv2 forward, regressor forward+backward, AdamW; random weights; batch "
                       f"{s['batch']}; {s['train_iters']} timed steps after {s['train_warmup']} warm-up "
                       "(benchmarks/train_step.py child); FLOPs per step from torch.utils.flop_counter over one step",
-                      "torch.compile: the trainer has no compile option yet, so it is reported as not offered"]}
+                      "torch.compile: the regressor compiled in place, as training.compile=true does; the compile "
+                      "happens in the first (FLOP-counted) step and the warm-up, outside the timed steps"]}
 
 
 # (e) ------------------------------------------------------------------------------------------------------------
@@ -390,6 +445,8 @@ def main(argv=None) -> int:
     parser.add_argument("--golden", default=None, help="folder holding tiny_ldm (default: $CAGE_GOLDEN_DIR, "
                                                        ".gpu_bundle/golden, ../shared/golden)")
     parser.add_argument("--e2e-cage-steps", type=int, default=200, help="CAGE steps of part (f) outside --smoke")
+    parser.add_argument("--compile-need", type=float, default=150.0,
+                        help="seconds that must be left to time a torch.compile training step (default 150)")
     parser.add_argument("--parts", nargs="+", choices=[p[0] for p in PARTS], help="run only these parts")
     args = parser.parse_args(argv)
 
@@ -401,7 +458,8 @@ def main(argv=None) -> int:
     budget = Budget(args.budget)
     ctx = {"device": device, "smoke": args.smoke, "sizes": sizes(args.smoke, device), "budget": budget, "out": out,
            "golden": Path(args.golden) if args.golden else default_golden(), "e2e_cage_steps": args.e2e_cage_steps,
-           "reserve": 5.0 if args.smoke else 20.0}
+           "reserve": 5.0 if args.smoke else 20.0,
+           "compile_need": args.compile_need}
     report = {"smoke": args.smoke, "budget_s": args.budget, "device": str(device), "argv": sys.argv[1:] if argv is None
               else list(argv), "parts": {}}
     for key, title, run, need_full, need_smoke in PARTS:
