@@ -113,7 +113,8 @@ def part_parity(ctx: dict) -> dict:
         raise FileNotFoundError(f"golden set {folder} not found (--golden, $CAGE_GOLDEN_DIR or .gpu_bundle/golden)")
     config = Configuration(folder / "config.yaml", [f"model.autoencoder.ckpt_path={folder / 'ae.pth'}"])
     model = Model(config["model"]).load_from_ckpt(folder / "model.pth").to(device).eval()
-    io = {k: v.to(device) if torch.is_tensor(v) else v for k, v in torch.load(folder / "io.pt", weights_only=True).items()}
+    recorded = torch.load(folder / "io.pt", weights_only=True)
+    io = {k: v.to(device) if torch.is_tensor(v) else v for k, v in recorded.items()}
     seeded = [torch.Generator().manual_seed(int(s)) for s in io["seeds"].tolist()]  # CPU draws, as recorded
 
     def outputs(bf16: bool) -> dict:
@@ -156,12 +157,12 @@ def part_parity(ctx: dict) -> dict:
                                feats_masks=io["gen_feats_masks"], batch_size=2, num_steps=3, gamma=run["gamma"],
                                batched_guidance=False, generator=torch.Generator().manual_seed(run["torch_seed"]),
                                on_call=calls.append)
-            same_draws = len(calls) == run["num_calls"] and all(
-                mine["indices"].tolist() == theirs["selected_frame_indices"] for mine, theirs in zip(calls, run["calls"]))
+            traced = [c["selected_frame_indices"] for c in run["calls"]]
+            same_draws = [c["indices"].tolist() for c in calls] == traced
             diff = float((out.float().cpu() - io[f"gen_g{index}_out"].cpu()).abs().max())
             tolerance = FP32_TOLERANCE if precision == "fp32" else BF16_TOLERANCE
-            replay[f"generate_g{index}_{precision}"] = {"max_abs": diff, "same_context_draws": same_draws,
-                                                         "gamma": run["gamma"], "pass": same_draws and diff <= tolerance}
+            replay[f"generate_g{index}_{precision}"] = {"max_abs": diff, "same_context_draws": same_draws, "gamma":
+                                                         run["gamma"], "pass": same_draws and diff <= tolerance}
         a, b = replay[f"generate_g{index}_fp32"], replay[f"generate_g{index}_bf16"]
         rows.append([f"generate() gamma {run['gamma']:g} (context draws as traced: fp32 {a['same_context_draws']}, "
                      f"bf16 {b['same_context_draws']})", f"{a['max_abs']:.2e}", "yes" if a["pass"] else "NO",
@@ -176,9 +177,9 @@ def part_parity(ctx: dict) -> dict:
               "notes": [f"golden set {GOLDEN_SET} from {ctx['golden']}; recorded on the CPU in fp32 by the original",
                         "random draws (token masking, noise, context frames) come from a CPU generator seeded as "
                         "recorded, so the device replays the recorded streams; generate: batch 2, 5 frames, Euler 3",
-                        f"bf16 autocast: continuous outputs must stay within {BF16_TOLERANCE:g}; outputs that go through "
-                        "VQ decoding (decode_out, generate()) are reported only: bf16 moves some latents to another "
-                        "codebook entry"]}
+                        f"bf16 autocast: continuous outputs must stay within {BF16_TOLERANCE:g}; outputs that go "
+                        "through VQ decoding (decode_out, generate()) are reported only: bf16 moves some latents to "
+                        "another codebook entry"]}
     if not fp32_pass:
         result["failed"] = "fp32 outputs differ from the recorded ones by more than the tolerance"
     return result
@@ -192,7 +193,14 @@ def sdpa_kernels_seen(fn) -> list:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         fn()
     names = {event.key for event in prof.key_averages()}
-    return sorted(n.replace("aten::_scaled_dot_product_", "") for n in names if n.startswith("aten::_scaled_dot_product_"))
+    prefix = "aten::_scaled_dot_product_"
+    return sorted(n.replace(prefix, "") for n in names if n.startswith(prefix))
+
+
+def short(error: Exception) -> str:
+    """An exception in one table cell: its type and first line."""
+    text = str(error).splitlines()[0][:160] if str(error) else ""
+    return f"{type(error).__name__}: {text}"
 
 
 def part_regressor(ctx: dict) -> dict:
@@ -227,7 +235,7 @@ def part_regressor(ctx: dict) -> dict:
             try:
                 cells[key] = measure(backend, kernel)
             except Exception as error:  # a kernel that cannot run these shapes on this device
-                cells[key] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"}
+                cells[key] = {"error": short(error)}
         figures[name] = cells
         math_ms = cells["math/-"].get("ms")
         for key, r in cells.items():
@@ -237,11 +245,12 @@ def part_regressor(ctx: dict) -> dict:
                 rows.append([name, label, kernel, "", "", "", "", r["error"]])
                 continue
             ratio = f"{math_ms / r['ms']:.2f}x" if math_ms else "n/a"
-            rows.append([name, label, kernel, ", ".join(r.get("kernels", [])) or "none (no SDPA call)", f"{r['ms']:.1f}",
-                         f"{r['peak_mb']:.0f}", ratio, "ok"])
+            ran = ", ".join(r.get("kernels", [])) or "none (no SDPA call)"
+            rows.append([name, label, kernel, ran, f"{r['ms']:.1f}", f"{r['peak_mb']:.0f}", ratio, "ok"])
     return {"columns": ["config", "attention", "forced SDPA kernel", "aten kernel that ran", "ms/step", "peak MB",
                         "speed-up (math/this)", "status"], "rows": rows, "figures": figures,
-            "notes": [f"forward+backward, training mode, {'bf16 autocast' if bf16 else 'fp32 (CPU)'}, batch {s['batch']}, 5 frames, "
+            "notes": [f"forward+backward, training mode, {'bf16 autocast' if bf16 else 'fp32 (CPU)'}, batch "
+                      f"{s['batch']}, 5 frames, "
                       f"{s['reg_iters']} timed steps after {s['reg_warmup']} warm-up (benchmarks/regressor.py child)",
                       "peak MB: torch.cuda.max_memory_allocated on CUDA; on the CPU the growth of the process's peak "
                       "RSS, which only the first measurement of a process shows"]}
@@ -297,9 +306,9 @@ def part_train_step(ctx: dict) -> dict:
         figures[name + (" compiled" if compiled else "")] = {
             **r, "steps_per_s": 1 / r["seconds"], "clips_per_s": s["batch"] / r["seconds"],
             "achieved_tflops": achieved / 1e12, "mfu": mfu}
+        mfu_cell = f"{100 * mfu:.1f} %" if mfu is not None else "n/a (CPU)" if device.type == "cpu" else "n/a (no peak)"
         return [f"{r['seconds']:.3f}", f"{1 / r['seconds']:.2f}", f"{s['batch'] / r['seconds']:.1f}",
-                f"{r['flops'] / 1e12:.3f}", f"{achieved / 1e12:.2f}",
-                f"{100 * mfu:.1f} %" if mfu is not None else "n/a (CPU)", f"{r['peak_mb']:.0f}", "ok"]
+                f"{r['flops'] / 1e12:.3f}", f"{achieved / 1e12:.2f}", mfu_cell, f"{r['peak_mb']:.0f}", "ok"]
 
     for name in s["configs"]:
         if not budget.fits(ctx["reserve"]):
@@ -319,8 +328,7 @@ def part_train_step(ctx: dict) -> dict:
             try:
                 rows.append([name, "bf16", "torch.compile", *measure(name, True)])
             except Exception as error:
-                rows.append([name, "bf16", "torch.compile", *empty,
-                             f"failed: {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"])
+                rows.append([name, "bf16", "torch.compile", *empty, f"failed: {short(error)}"])
     return {"columns": ["config", "precision", "compile", "s/step", "steps/s", "clips/s", "TFLOP/step",
                         "achieved TFLOP/s", "MFU (of measured bf16 peak)", "peak MB", "status"],
             "rows": rows, "figures": figures,
@@ -365,7 +373,12 @@ def part_generation(ctx: dict) -> dict:
 
 # (f) ------------------------------------------------------------------------------------------------------------
 def part_end_to_end(ctx: dict) -> dict:
+    import importlib.util
+
     device, budget = ctx["device"], ctx["budget"]
+    if importlib.util.find_spec("av") is None:  # the pipeline's demos write mp4 through PyAV (lutils/media.py)
+        return {"skipped": "skipped: PyAV is not installed (the toy pipeline writes mp4); bundle it with "
+                           "bash benchmarks/gpu_bundle.sh --with-av"}
     script = ROOT / "scripts" / "toy_pipeline.py"
     root = Path(tempfile.mkdtemp(prefix="gpu_suite_e2e_"))  # data, runs and videos stay out of --out
     command = [sys.executable, str(script), "--root", str(root), "--quick", "--fresh"]
@@ -394,7 +407,8 @@ def part_end_to_end(ctx: dict) -> dict:
     quality = result.get("sample_quality", {})
     notes += [f"command: {' '.join(command[1:])} ({seconds:.0f} s)",
               f"QUICK size: tiny data and a few training steps, so the figures test the path, not the method; "
-              f"sample quality PSNR {quality.get('psnr', float('nan')):.2f} dB, SSIM {quality.get('ssim', float('nan')):.3f}"]
+              f"sample quality PSNR {quality.get('psnr', float('nan')):.2f} dB, "
+              f"SSIM {quality.get('ssim', float('nan')):.3f}"]
     return {"columns": ["arm", "clips", "mean distance px", "mean distance cells", "within one cell", "lost"],
             "rows": rows, "figures": {"control_accuracy": result, "seconds": seconds, "command": command},
             "notes": notes}
@@ -476,6 +490,8 @@ def main(argv=None) -> int:
                 part.update(run(ctx))
                 if part.get("failed"):
                     part["status"], part["reason"] = "failed", part.pop("failed")
+                elif part.get("skipped"):
+                    part["status"], part["reason"] = "skipped", part.pop("skipped")
             except Exception:
                 part = {"status": "failed", "traceback": traceback.format_exc()}
                 print(part["traceback"], file=sys.stderr, flush=True)

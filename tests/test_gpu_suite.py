@@ -41,7 +41,8 @@ def test_smoke_run_reports_every_part(tmp_path, golden_dir):
     assert parity["fp32_pass"] and parity["fp32_max_abs"] <= 1e-4  # the CPU replays the golden set exactly
     assert all(r["same_context_draws"] for r in parity["generate"].values())
     rows = table(md, "(b)")
-    assert [r[0] for r in rows[:6]] == ["encode_out", "decode_out", "feats", "vf_out", "vf_out_nomask", "reg_masked_out"]
+    assert [r[0] for r in rows[:6]] == ["encode_out", "decode_out", "feats", "vf_out", "vf_out_nomask",
+                                        "reg_masked_out"]
     assert len(rows) == 8 and all(r[2] == "yes" for r in rows)
 
     rows = table(md, "(c)")
