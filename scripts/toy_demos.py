@@ -22,7 +22,7 @@ def _write(out: Path, name: str, video: torch.Tensor, rows: torch.Tensor, boxes:
 
 @torch.no_grad()
 def animation(model, data_path: Path, out: Path, num_frames: int, steps: int, shift: int = 3,
-              gamma: float = 0.0) -> list:
+              gamma: float = 0.0, device="cpu") -> list:
     """Move one object of a test clip by `shift` cells over the generated frames."""
     grid = tuple(model.state_res)
     for _, frame0, gt, k in usable_clips(data_path):
@@ -34,15 +34,16 @@ def animation(model, data_path: Path, out: Path, num_frames: int, steps: int, sh
     else:
         raise ValueError(f"{data_path}: no clip with an object that can be moved by {shift} cells")
     controls = Controls(grid, num_frames).move(0, cells, list(range(num_frames)), to=move)
-    feats, masks = controls.build(model.get_features(frame0))
-    video = generate(model, num_frames, "cpu", initial_frames=frame0[None], feats=feats, feats_masks=masks,
+    feats, masks = controls.build(model.get_features(frame0.to(device)))
+    video = generate(model, num_frames, device, initial_frames=frame0[None].to(device), feats=feats, feats_masks=masks,
                      num_steps=steps, gamma=gamma, seed=0)
     boxes = [pixel_boxes(controls, video.shape[-2:], leading_frames=1)]
     return _write(out, "animation", video, video[:1], boxes)
 
 
 @torch.no_grad()
-def composition(model, data_path: Path, out: Path, num_frames: int, steps: int, gamma: float = 0.0) -> list:
+def composition(model, data_path: Path, out: Path, num_frames: int, steps: int, gamma: float = 0.0,
+                device="cpu") -> list:
     """One object from each of two test clips on an empty canvas: the first stays, the second slides right."""
     grid = tuple(model.state_res)
     picks = []
@@ -62,8 +63,8 @@ def composition(model, data_path: Path, out: Path, num_frames: int, steps: int, 
     offsets = [(grid[0] - 3 - top[0] + dr, start - top[1] + dc - 2) for dr, dc in path]
     controls.move(1, picks[1][1], frames, path=offsets)
     sources = torch.cat([picks[0][0], picks[1][0]])  # [2 3 H W]
-    feats, masks = controls.build(model.get_features(sources))
-    video = generate(model, num_frames, "cpu", feats=feats, feats_masks=masks, num_steps=steps, gamma=gamma, seed=0)
+    feats, masks = controls.build(model.get_features(sources.to(device)))
+    video = generate(model, num_frames, device, feats=feats, feats_masks=masks, num_steps=steps, gamma=gamma, seed=0)
     rows = torch.cat([torch.cat([sources, torch.full((num_frames - 2, *sources.shape[1:]), 1.0)])[None],
                       video.clamp(-1, 1)]) if num_frames >= 2 else video
     boxes = [[], pixel_boxes(controls, video.shape[-2:])]

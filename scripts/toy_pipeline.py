@@ -47,7 +47,8 @@ def stage(name: str, text: str = "") -> None:
         print(f"\n== {text}", flush=True)
 
 
-def train_stage(kind: str, config: str, root: Path, steps: int, batch: int, extra: list, run_name: str = "toy") -> Path:
+def train_stage(kind: str, config: str, root: Path, steps: int, batch: int, extra: list, run_name: str = "toy",
+                device: str = "cpu") -> Path:
     """Run train.py / train_autoencoder.py in this process unless the final snapshot exists; returns it (the
     inference file: what generation, evaluation and the next stage's `ckpt_path` load)."""
     from train import main as train_main
@@ -59,7 +60,7 @@ def train_stage(kind: str, config: str, root: Path, steps: int, batch: int, extr
         return final
     overrides = [f"data.data_root={root / 'data' / 'toy_h5'}", f"+training.runs_dir={root / 'runs'}",
                  f"training.optimizer.num_training_steps={steps}", f"training.batching.batch_size={batch}", *extra]
-    code = train_main(["--config", str(ROOT / "configs" / config), "--run-name", run_name, "--device", "cpu",
+    code = train_main(["--config", str(ROOT / "configs" / config), "--run-name", run_name, "--device", device,
                        *overrides], kind=kind)
     if code != 0 or not final.is_file():
         raise SystemExit(f"{kind} training failed (exit {code}); see {final.parent.parent / 'log.txt'}")
@@ -75,6 +76,8 @@ def main() -> int:
     parser.add_argument("--cage-steps", type=int, help=f"CAGE training steps (default: {FULL['cage_steps']}; --quick: 4)")
     parser.add_argument("--gamma", type=float, help=f"guidance of the demos and the control accuracy (default "
                                                    f"{FULL['gamma']})")
+    parser.add_argument("--device", default="cpu", help="where every stage runs: cpu (the default, the figures of "
+                        "the README) or cuda")
     parser.add_argument("overrides", nargs="*", help="configs/toy.yaml overrides for the CAGE stage, key=value")
     args = parser.parse_args()
     root, p = Path(args.root), dict(QUICK if args.quick else FULL)
@@ -105,36 +108,37 @@ def main() -> int:
 
     stage("autoencoder", "2/6 our VQVAE (train_autoencoder.py, configs/toy_autoencoder.yaml)")
     ae_ckpt = train_stage("autoencoder", "toy_autoencoder.yaml", root, p["ae_steps"], p["ae_batch"],
-                          ["training.validate_every=200", f"training.sample_every={p['ae_steps']}"])
+                          ["training.validate_every=200", f"training.sample_every={p['ae_steps']}"],
+                          device=args.device)
 
     stage("cage", "3/6 CAGE (train.py, configs/toy.yaml)")
     cage_ckpt = train_stage("cage", "toy.yaml", root, p["cage_steps"], p["cage_batch"],
                             # validation twice (it has its own random stream, so the training is the same)
                             [f"model.autoencoder.ckpt_path={ae_ckpt}", f"training.sample_every={p['cage_steps']}",
                              f"training.validate_every={max(1, p['cage_steps'] // 2)}",
-                             *args.overrides], args.run_name)
+                             *args.overrides], args.run_name, args.device)
 
     from lutils.configuration import Configuration
     from model.model import Model
 
     config = Configuration(ROOT / "configs" / "toy.yaml", [f"model.autoencoder.ckpt_path={ae_ckpt}", *args.overrides])
-    model = Model.from_config(config, cage_ckpt).eval()
+    model = Model.from_config(config, cage_ckpt).to(args.device).eval()
 
     stage("demos", "4/6 animation and composition")
     from scripts.toy_demos import animation, composition
 
-    for path in animation(model, data / "test", out, p["frames"], p["eval_steps"], gamma=p["gamma"]) + \
-            composition(model, data / "test", out, p["frames"], p["eval_steps"], gamma=p["gamma"]):
+    for path in animation(model, data / "test", out, p["frames"], p["eval_steps"], gamma=p["gamma"], device=args.device) + \
+            composition(model, data / "test", out, p["frames"], p["eval_steps"], gamma=p["gamma"], device=args.device):
         print(f"wrote {path}")
 
     stage("control_accuracy", f"5/6 control accuracy on {p['eval_clips']} test clips (evaluation/control.py)")
     from evaluation.control import control_accuracy, format_result
 
     result = control_accuracy(model, data / "test", p["eval_clips"], p["frames"], shift=2, steps=p["eval_steps"],
-                              gamma=p["gamma"], progress=False, precision="auto")
+                              gamma=p["gamma"], device=args.device, progress=False, precision="auto")
 
     stage("sample_quality", f"6/6 sample quality on {p['quality_clips']} test clips (evaluate.py)")
-    result["sample_quality"] = sample_quality(config, cage_ckpt, ae_ckpt, data, out, p, args.overrides)
+    result["sample_quality"] = sample_quality(config, cage_ckpt, ae_ckpt, data, out, p, args.overrides, args.device)
     stage("")
     TIMINGS["total"] = round(time.time() - start, 1)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +153,8 @@ def main() -> int:
     return 0
 
 
-def sample_quality(config, cage_ckpt: Path, ae_ckpt: Path, data: Path, out: Path, p: dict, overrides: list) -> dict:
+def sample_quality(config, cage_ckpt: Path, ae_ckpt: Path, data: Path, out: Path, p: dict, overrides: list,
+                   device: str = "cpu") -> dict:
     """evaluate.py on test clips: 1 real frame, 6 generated, the real future's features revealed at the training
     probability, PSNR and SSIM against the real frames (no FVD: it needs the I3D detector's weights)."""
     from evaluate import main as evaluate_main
@@ -159,7 +164,7 @@ def sample_quality(config, cage_ckpt: Path, ae_ckpt: Path, data: Path, out: Path
     argv = ["--config", str(ROOT / "configs" / "toy.yaml"), "--ckpt", str(cage_ckpt), "--data", str(data), "--split",
             "test", "--out", str(report), "--restart", "--num-videos", str(p["quality_clips"]), "--controls-prob",
             str(prob), "--cond-frames", "1", "--gen-frames", str(p["frames"]), "--steps", str(p["eval_steps"]),
-            "--no-fvd", "--control-clips", "0", "--device", "cpu", f"model.autoencoder.ckpt_path={ae_ckpt}", *overrides]
+            "--no-fvd", "--control-clips", "0", "--device", device, f"model.autoencoder.ckpt_path={ae_ckpt}", *overrides]
     code = evaluate_main(argv)
     if code != 0:
         raise SystemExit(f"evaluate.py failed (exit {code}): python evaluate.py {' '.join(argv)}")
