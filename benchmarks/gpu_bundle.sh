@@ -8,8 +8,8 @@
 #
 # Wheels: omegaconf and antlr4-python3-runtime 4.9 (lutils/configuration.py; antlr 4.9 ships only a source archive,
 # so its pure-Python wheel is built here), taming-transformers-rom1504 (the ldm-vq autoencoder of bair). wandb is
-# not bundled: it is imported only when a run logs to it. PyAV (~40 MB) is left out unless --with-av: only part (f)'s
-# toy pipeline writes mp4 with it. Golden data: $CAGE_GOLDEN_DIR, else ../shared/golden.
+# not bundled: it is imported only when a run logs to it. PyAV (~40 MB) is left out unless --with-av: only the toy
+# pipeline's mp4 files need it, and it skips them (gif and png still written) without it. Golden data: $CAGE_GOLDEN_DIR, else ../shared/golden.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -31,7 +31,7 @@ download any "omegaconf==2.3.*" taming-transformers-rom1504
 if [[ $WITH_AV == 1 ]]; then
     download manylinux2014_x86_64 av
 else
-    echo "PyAV left out (about 40 MB; only part (f)'s mp4 writing needs it): rerun with --with-av to bundle it"
+    echo "PyAV left out (about 40 MB; only the toy pipeline's mp4 files need it): rerun with --with-av to bundle it"
 fi
 if [[ ! -d "$GOLDEN/tiny_ldm" ]]; then
     echo "error: golden set $GOLDEN/tiny_ldm not found (set CAGE_GOLDEN_DIR)" >&2

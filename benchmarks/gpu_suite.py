@@ -373,12 +373,7 @@ def part_generation(ctx: dict) -> dict:
 
 # (f) ------------------------------------------------------------------------------------------------------------
 def part_end_to_end(ctx: dict) -> dict:
-    import importlib.util
-
     device, budget = ctx["device"], ctx["budget"]
-    if importlib.util.find_spec("av") is None:  # the pipeline's demos write mp4 through PyAV (lutils/media.py)
-        return {"skipped": "skipped: PyAV is not installed (the toy pipeline writes mp4); bundle it with "
-                           "bash benchmarks/gpu_bundle.sh --with-av"}
     script = ROOT / "scripts" / "toy_pipeline.py"
     root = Path(tempfile.mkdtemp(prefix="gpu_suite_e2e_"))  # data, runs and videos stay out of --out
     command = [sys.executable, str(script), "--root", str(root), "--quick", "--fresh"]

@@ -3,6 +3,7 @@ composition (objects from two clips pasted onto an empty canvas). Each writes .m
 control cells outlined."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -14,10 +15,16 @@ from model.generation import generate
 
 
 def _write(out: Path, name: str, video: torch.Tensor, rows: torch.Tensor, boxes: list) -> list:
+    """The video as .gif (Pillow) and .png strip, and as .mp4 where PyAV is installed (machines without it, such as
+    a bare GPU node, still run every stage)."""
     out.mkdir(parents=True, exist_ok=True)
     frames = video[0].clamp(-1, 1)
-    return [write_video(out / f"{name}.mp4", frames, fps=4), write_video(out / f"{name}.gif", frames, fps=4),
-            save_contact_sheet(out / f"{name}.png", rows, boxes=boxes)]
+    written = [write_video(out / f"{name}.gif", frames, fps=4), save_contact_sheet(out / f"{name}.png", rows, boxes=boxes)]
+    if importlib.util.find_spec("av") is not None:
+        written.insert(0, write_video(out / f"{name}.mp4", frames, fps=4))
+    else:
+        print(f"{name}.mp4 not written: PyAV is not installed (pip install av)")
+    return written
 
 
 @torch.no_grad()
