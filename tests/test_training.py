@@ -349,8 +349,12 @@ def test_failed_save_keeps_the_previous_checkpoint(data_root, tmp_path, monkeypa
 
 def test_auto_resume_continues_from_latest(data_root, tmp_path):
     Trainer(tiny_config(data_root, tmp_path), "auto", DistInfo(), seed=1).train(max_steps=4)
-    again = Trainer(tiny_config(data_root, tmp_path, "+training.auto_resume=true"), "auto", DistInfo(), seed=1)
+    again = Trainer(tiny_config(data_root, tmp_path, "+training.auto_resume=true", "training.optimizer.learning_rate=0.01"),
+                    "auto", DistInfo(), seed=1)
     assert again.global_step == 4
+    log = (again.run_dir / "log.txt").read_text()  # a resume under other settings says which ones
+    assert "written with other settings" in log and "training.optimizer.learning_rate:" in log and "-> 0.01" in log
+    assert "training.auto_resume: (absent) -> True" in log
     with pytest.raises(FileExistsError, match="resume-step"):  # never silently overwrite a run's checkpoints
         Trainer(tiny_config(data_root, tmp_path), "auto", DistInfo(), seed=1)
 

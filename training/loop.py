@@ -19,6 +19,7 @@ import re
 import signal
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
 
@@ -64,6 +65,23 @@ class RunExistsError(CageError, FileExistsError):
 
 class TrainingStopped(CageError, RuntimeError):
     """The run cannot go on (e.g. too many non-finite losses in a row)."""
+
+
+MAX_LISTED = 10  # config changes named in the resume warning
+
+
+def config_changes(saved: Mapping, current: Mapping, prefix: str = "") -> list:
+    """'dotted.key: saved -> current' for every leaf that differs between two plain config trees."""
+    absent = object()
+    changes = []
+    for key in sorted(set(saved) | set(current), key=str):
+        old, new = saved.get(key, absent), current.get(key, absent)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            changes += config_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            shown = ["(absent)" if value is absent else repr(value) for value in (old, new)]
+            changes.append(f"{prefix}{key}: {shown[0]} -> {shown[1]}")
+    return changes
 
 
 def run_directory(config: Configuration, run_name: str) -> Path:
@@ -241,6 +259,10 @@ class BaseTrainer:
         if sampler.get("world_size", self.info.world_size) != self.info.world_size:
             self.logger.warning("different number of processes than the checkpoint: data order differs from an "
                                 "uninterrupted run")
+        changed = config_changes(state.get("config") or {}, self.config.to_dict())
+        if changed:  # e.g. a same-name run directory left by an earlier experiment, resumed by auto_resume
+            self.logger.warning(f"{path} was written with other settings; resuming with the current ones: "
+                                + "; ".join(changed[:MAX_LISTED]) + (" ..." if len(changed) > MAX_LISTED else ""))
         self.logger.info(f"resumed from {path} at step {self.global_step}")
 
     def _save(self, name: str) -> Optional[Path]:
