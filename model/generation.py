@@ -102,11 +102,6 @@ def in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def noise_levels(buffer_length: int, i: int, target_times: torch.Tensor) -> torch.Tensor:
-    """Timestamp of every buffer frame during a stage: 1 (clean) before i, the targets' t, 0 (noise) after."""
-    return FlowPath(0.0).noise_levels(buffer_length, i, target_times)
-
-
 def plot_noise_levels(levels: torch.Tensor, stage: str) -> None:
     """Bar chart of the noise levels, redrawn in place in a notebook."""
     import matplotlib.pyplot as plt
@@ -143,10 +138,10 @@ def stages(method: str, num_frames: int, num_initial: int, num_targets: int, ini
     return plan
 
 
-def solver_options(odesolver: str, num_steps: int, atol: float, rtol: float, path: Optional[FlowPath] = None) -> dict:
+def solver_options(odesolver: str, num_steps: int, atol: float, rtol: float, path: FlowPath) -> dict:
     """odeint keyword arguments valid for the solver (the original passed options some solvers reject)."""
     if odesolver in FIXED_GRID_SOLVERS:
-        return {"method": odesolver, "options": {"step_size": (path or FlowPath(0.0)).step_size(num_steps)}}
+        return {"method": odesolver, "options": {"step_size": path.step_size(num_steps)}}
     if odesolver in ADAPTIVE_SOLVERS:
         return {"method": odesolver, "atol": atol, "rtol": rtol}
     raise ValueError(f"odesolver must be one of {FIXED_GRID_SOLVERS + ADAPTIVE_SOLVERS}, got {odesolver!r}")

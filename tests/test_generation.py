@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from lutils.configuration import Configuration
-from model.generation import generate, in_notebook, noise_levels, stages
+from model.flow_matching import FlowPath
+from model.generation import generate, in_notebook, stages
 from model.model import Model
 
 GOLDEN_SETS = ("tiny_ours", "tiny_ldm")
@@ -143,7 +144,7 @@ def test_rollout_timestamps_stagger(golden):
 
 
 def test_noise_levels_for_the_plot():
-    levels = noise_levels(8, 3, torch.tensor([0.5, 0.25, 0.0]))
+    levels = FlowPath(0.0).noise_levels(8, 3, torch.tensor([0.5, 0.25, 0.0]))
     assert levels.tolist() == [1, 1, 1, 0.5, 0.25, 0.0, 0, 0]
     assert not in_notebook()  # plain pytest: no plot, only the progress bar
 
