@@ -74,11 +74,6 @@ class Protocol:
         ours = self.to_dict()
         return {key: ours[key] for key in SAMPLING_FIELDS}
 
-    def differences(self, other: dict) -> list:
-        """'key: theirs -> ours' for every field where a saved protocol dict differs from this one."""
-        ours = self.to_dict()
-        return [f"{key}: {other.get(key)!r} -> {value!r}" for key, value in ours.items() if other.get(key) != value]
-
 
 def sampling_differences(saved: dict, sampling: dict) -> list:
     """'field: saved -> ours' for each sampling field where a saved protocol dict differs from `sampling`

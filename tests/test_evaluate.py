@@ -12,7 +12,7 @@ import scipy.linalg
 import torch
 
 import evaluate
-from evaluation.protocol import Protocol
+from evaluation.protocol import Protocol, sampling_differences
 from tests.conftest import ROOT
 
 NUM_VIDEOS, COND, GEN = 4, 1, 7
@@ -35,8 +35,9 @@ def test_protocol_validates(bad, message):
 def test_protocol_differences_and_batches():
     protocol = base_protocol(num_videos=5)
     assert protocol.num_batches == 3 and protocol.clip_frames == 8
-    assert protocol.differences(base_protocol(num_videos=5).to_dict()) == []
-    assert protocol.differences(base_protocol(num_videos=5, steps=3).to_dict()) == ["steps: 3 -> 2"]
+    assert sampling_differences(base_protocol(num_videos=5).to_dict(), protocol.sampling_dict()) == []
+    assert sampling_differences(base_protocol(num_videos=5, steps=3).to_dict(), protocol.sampling_dict()) == \
+        ["steps: 3 -> 2"]
 
 
 def test_json_safe_turns_non_finite_numbers_into_null():
