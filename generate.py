@@ -86,8 +86,8 @@ def main(argv=None) -> int:
         import torch
 
         from lutils.media import save_contact_sheet, write_video
-        from lutils.precision import autocast, resolve_precision
-        from model.generation import ADAPTIVE_SOLVERS, FIXED_GRID_SOLVERS, generate
+        from lutils.precision import resolve_precision
+        from model.generation import ADAPTIVE_SOLVERS, FIXED_GRID_SOLVERS, generate_from_controls
         from model.model import Model
 
         if args.solver not in FIXED_GRID_SOLVERS + ADAPTIVE_SOLVERS:
@@ -95,16 +95,13 @@ def main(argv=None) -> int:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = Model.from_config(config, args.ckpt, trust=args.trust_checkpoint, use_ema=args.ema)
         model = model.to(device).eval()
-        feats = masks = None
-        if controls.placements:
-            feats, masks = controls.build(model.get_features(torch.stack(frames).to(device)))
         precision = resolve_precision(args.precision, device)
         print(f"generating {args.num_frames} frames ({args.method}, {args.solver}, {args.steps} steps, gamma "
               f"{args.gamma}, {len(controls.placements)} placement(s)) on {device}, {precision}", file=sys.stderr)
-        with autocast(device, precision):
-            video = generate(model, args.num_frames, device, initial_frames=initial, feats=feats, feats_masks=masks,
-                             method=args.method, odesolver=args.solver, num_steps=args.steps, gamma=args.gamma,
-                             past_horizon=args.past_horizon, seed=args.seed, verbose=True)
+        video = generate_from_controls(model, controls, frames, args.num_frames, device, initial_frames=initial,
+                                       precision=precision, method=args.method, odesolver=args.solver,
+                                       num_steps=args.steps, gamma=args.gamma, past_horizon=args.past_horizon,
+                                       seed=args.seed, verbose=True)
     except CageError as error:  # ConfigurationError, ControlsError, CheckpointError, FrameSourceError, ...
         return report(error)
     video_path = write_video(out, video[0].clamp(-1, 1), fps=args.fps)

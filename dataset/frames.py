@@ -46,7 +46,13 @@ def load_frame(spec: str, input_size: int, crop_size: int, base_dir: Optional[Pa
         raise FrameNotFoundError(f"image not found: {path} (from '{spec}')")
     try:
         with Image.open(path) as image:
-            pixels = np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy for torch
+            return frame_from_image(image, input_size, crop_size)
     except OSError as error:
         raise FrameSourceError(f"{path}: cannot read image ({error})") from error
-    return transform(torch.from_numpy(pixels).permute(2, 0, 1)[None])[0]
+
+
+def frame_from_image(image: Image.Image, input_size: int, crop_size: int) -> torch.Tensor:
+    """float [3 crop crop] in [-1, 1] of a decoded image, exactly as load_frame makes it from the image's file (the
+    web editor decodes uploads in memory with this, so generate.py on the same file sees the same frame)."""
+    pixels = np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy for torch
+    return ClipTransform(input_size, crop_size)(torch.from_numpy(pixels).permute(2, 0, 1)[None])[0]

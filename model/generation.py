@@ -232,3 +232,21 @@ def generate(
     if initial_frames is not None:
         frames = torch.cat([initial_frames.float().cpu(), frames], dim=1)
     return (frames, generated) if return_latents else frames
+
+
+def generate_from_controls(model, controls, source_frames, num_frames: int, device, initial_frames=None,
+                           precision: str = "fp32", **generate_kwargs) -> torch.Tensor:
+    """The video that a controls file (model.controls.Controls) describes, as generate.py makes it.
+
+    source_frames: [3 H W] in [-1, 1], one per source of the controls ("input" already resolved to the input frame);
+    their DINO features are computed together, then the controls built and `generate` run under `precision` ("bf16"
+    or "fp32", resolved). generate.py and the web editor both call this, so equal inputs and seeds give equal bits.
+    """
+    from lutils.precision import autocast
+
+    feats = masks = None
+    if controls.placements:
+        feats, masks = controls.build(model.get_features(torch.stack(list(source_frames)).to(device)))
+    with autocast(device, precision):
+        return generate(model, num_frames, device, initial_frames=initial_frames, feats=feats, feats_masks=masks,
+                        **generate_kwargs)
