@@ -33,7 +33,7 @@ Scripts drive the same state without clicks (a model you already have: `Demo.fro
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -57,6 +57,7 @@ class Demo(Editor):
         self.selected: list = []  # the current selection's cells, in the order they were added
         self.frame_id = 1  # the control frame the next move writes
         self.source = None
+        self.placements: list = []  # (control frame, 0, [(source, destination)]) of every write, in order
 
     @property
     def source_image(self) -> Optional[torch.Tensor]:
@@ -153,12 +154,39 @@ class Demo(Editor):
         image's features of the source cell to the destination cell. Returns the frame and advances to the next."""
         frame = self.frame_id
         self._write_cells(self.masks, self.features, frame, self.features[0], placed[0])
+        self.placements.append((frame, 0, list(placed[0])))
         self.frame_id += 1
         self._report_write(frame, placed)
         return frame
 
     def _control_frames(self) -> tuple:
         return self.features[1:], self.masks[1:]
+
+    def _source_of(self, obj: int) -> int:
+        return 0
+
+    def load_controls(self, controls, sources: Sequence[str]) -> int:
+        """Replace the control frames by those of `controls` (model.controls.Controls, e.g. from a controls file
+        with its list of `sources`), on the image loaded: every placement must take its cells from "input". The
+        selection becomes the last placement's cells, so moving goes on from there. Returns the control frames."""
+        self._need_image()
+        for k, placement in enumerate(controls.placements):
+            if sources[placement.source] != "input":
+                raise ValueError(f"{placement.label or f'placement {k}'}: the animation editor moves parts of its "
+                                 f"input image, source {placement.source} is '{sources[placement.source]}'")
+        self.masks, self.features = self.masks[:1], self.features[:1]
+        self.placements, self.moving, self.frame_id = [], None, 1
+        for placement in controls.placements:
+            for frame, pairs in self._pairs_by_frame(placement).items():
+                self.frame_id = frame + self.video_offset
+                self._write((pairs, []))
+        if controls.placements:
+            self.selected = [tuple(cell) for cell in controls.placements[-1].cells]
+            self._commit_selection()
+        self.frame_id = len(self.masks)
+        self.message = f"{len(controls.placements)} placement(s) loaded into {self.num_control_frames} control frame(s)"
+        self._refresh()
+        return self.num_control_frames
 
     def _initial_frames(self) -> torch.Tensor:
         self._need_image()

@@ -256,6 +256,36 @@ class DemoCompose(Editor):
     def _control_frames(self) -> tuple:
         return self.controls, self.masks
 
+    def _source_of(self, obj: int) -> int:
+        return self.group_images[obj]
+
+    def load_controls(self, controls, images: Sequence, names: Optional[Sequence[str]] = None) -> int:
+        """Start over with `images` (one per source of `controls`: files, HDF5 specs or tensors) and the control
+        frames of `controls` (model.controls.Controls, e.g. from a controls file). Each distinct selection of a source
+        becomes an object, placed in the frames the file gives it. `names` replace what `sources` records for each
+        image. Returns the number of control frames."""
+        self._reset()
+        self.queue = list(images)
+        for k in range(len(images)):
+            self.next_image()
+            if names is not None:
+                self.sources[k] = names[k]
+        objects: dict = {}
+        for placement in controls.placements:
+            key = (placement.source, tuple(tuple(cell) for cell in placement.cells))
+            if key not in objects:
+                objects[key] = len(self.groups)
+                self.groups.append([tuple(cell) for cell in placement.cells])
+                self.group_images.append(placement.source)
+            self.cur_object = objects[key]
+            for frame, pairs in self._pairs_by_frame(placement).items():
+                self._write(frame, (pairs, []))
+        self.cur_object, self.ctrl_id = max(len(self.groups) - 1, 0), 0
+        self.mode, self.view = ("v", "canvas") if self.groups else ("s", "source")
+        self.message = f"{len(controls.placements)} placement(s) loaded into {self.num_control_frames} control frame(s)"
+        self._refresh()
+        return self.num_control_frames
+
     def generate(self, num_frames: Optional[int] = None, **generate_kwargs) -> torch.Tensor:
         """Generate from the controls alone (initial_frames=None): [1, num_frames, 3, H, W] in [-1, 1]."""
         self._need_images()

@@ -327,6 +327,34 @@ class Editor:
         _, masks = self.control_tensors(num_frames=length - self.video_offset)
         return pixel_boxes(masks, (self.im_res, self.im_res), leading_frames=self.video_offset)
 
+    # Controls files (docs/controls.md) ---------------------------------------------------------------------------
+    def _source_of(self, obj: int) -> int:
+        """The source (image) index of object `obj`'s cells."""
+        raise NotImplementedError
+
+    def controls_file(self, sources: Sequence[str]) -> dict:
+        """The controls written, as the contents of a controls file naming `sources` (one per image of the editor;
+        "input" for the animated image): each write becomes one placement per shift, in the order written, so the
+        file gives generate.py the masks and features the editor holds (a later write wins on a shared cell, in
+        both)."""
+        placements = []
+        for frame, obj, pairs in self.placements:
+            by_offset: dict = {}
+            for (r, c), (dr, dc) in pairs:
+                by_offset.setdefault((dr - r, dc - c), []).append([r, c])
+            for offset, cells in by_offset.items():
+                placements.append({"source": self._source_of(obj), "cells": cells,
+                                   "frames": [frame - self.video_offset], "offset": list(offset)})
+        return {"grid": list(self.grid), "sources": list(sources), "placements": placements}
+
+    @staticmethod
+    def _pairs_by_frame(placement) -> dict:
+        """{generated frame: [(source cell, destination cell)]} of a model.controls.Placement."""
+        frames: dict = {}
+        for frame, source, destination in placement.destinations():
+            frames.setdefault(frame, []).append((tuple(source), tuple(destination)))
+        return frames
+
     # Generation --------------------------------------------------------------------------------------------------
     def _initial_frames(self) -> Optional[torch.Tensor]:
         return None
