@@ -137,7 +137,6 @@ def load_model_and_data(
     need one frame) accepts videos of any length. Relative paths are resolved as the module docstring says. The
     model is loaded, put in eval mode and moved to `device`.
     """
-    from dataset.clips import clips_from_config
     from model.model import Model
 
     root = Path(project_root) if project_root is not None else PROJECT_ROOT
@@ -160,26 +159,8 @@ def load_model_and_data(
             f" (looked under {', '.join(str(r) for r in checkpoint_roots(project_root))})"
         raise FileNotFoundError(f"model checkpoint not found: {ckpt_file}{searched}")
 
-    dataset = None
-    if load_data:
-        if data_path is None:
-            data_root = config.select("data.data_root")
-            if data_root is None:
-                raise ConfigurationError(f"{config.path}: data.data_root is not set; pass data_path=PATH")
-            data_file = _config_path(Path(str(data_root)) / split, roots)
-        else:
-            data_file = _user_path(data_path, root)
-        if not data_file.exists():
-            if data_path is not None:
-                raise FileNotFoundError(f"data not found: {data_file}")
-            searched = "" if Path(str(config.select("data.data_root"))).is_absolute() else \
-                f", looked under {', '.join(str(r) for r in roots)}"
-            raise FileNotFoundError(
-                f"data not found: {data_file} (data.data_root/{split} of {config.path}{searched}). Set data.data_root "
-                f"in the config, or load other data with Demo.from_config(name, data_path=PATH) or "
-                f"load_model_and_data(..., data_path=PATH); load_data=False uses image files only")
-        dataset = clips_from_config(config["data"], split, "demo", path=data_file, frames_per_sample=frames_per_sample,
-                                    random_time=random_time)
+    dataset = load_dataset(config, data_path, split, project_root, frames_per_sample, random_time) if load_data \
+        else None
 
     model_config = to_plain(config["model"])
     ae = model_config.get("autoencoder", {})
@@ -190,3 +171,32 @@ def load_model_and_data(
     model = model.eval().to(device)
     log.info("loaded the model from %s", ckpt_file)
     return model, dataset, config
+
+
+def load_dataset(config, data_path: Optional[str | os.PathLike] = None, split: str = "test",
+                 project_root: Optional[str | os.PathLike] = None, frames_per_sample: int = 1,
+                 random_time: bool = False):
+    """The demos' dataset: `data_path` (an HDF5 split folder or shard) or data.data_root/<split> of the config
+    (a Configuration), resolved as the module docstring says; FileNotFoundError names what was looked for."""
+    from dataset.clips import clips_from_config
+
+    root = Path(project_root) if project_root is not None else PROJECT_ROOT
+    roots = search_roots(project_root)
+    if data_path is None:
+        data_root = config.select("data.data_root")
+        if data_root is None:
+            raise ConfigurationError(f"{config.path}: data.data_root is not set; pass data_path=PATH")
+        data_file = _config_path(Path(str(data_root)) / split, roots)
+    else:
+        data_file = _user_path(data_path, root)
+    if not data_file.exists():
+        if data_path is not None:
+            raise FileNotFoundError(f"data not found: {data_file}")
+        searched = "" if Path(str(config.select("data.data_root"))).is_absolute() else \
+            f", looked under {', '.join(str(r) for r in roots)}"
+        raise FileNotFoundError(
+            f"data not found: {data_file} (data.data_root/{split} of {config.path}{searched}). Set data.data_root "
+            f"in the config, or load other data with Demo.from_config(name, data_path=PATH) or "
+            f"load_model_and_data(..., data_path=PATH); load_data=False uses image files only")
+    return clips_from_config(config["data"], split, "demo", path=data_file, frames_per_sample=frames_per_sample,
+                             random_time=random_time)
