@@ -88,7 +88,7 @@ class JobQueue:
                 "total": job.total, "error": job.error, "seconds": job.seconds, **job.result}
 
     def close(self) -> None:
-        """Cancel every job and stop the worker."""
+        """Cancel every job and stop the worker (waiting for it, so no generation outlives the server)."""
         with self._condition:
             self._closed = True
             for job in list(self._waiting):
@@ -97,6 +97,7 @@ class JobQueue:
             for job in self.jobs.values():
                 job.cancel_requested.set()
             self._condition.notify_all()
+        self._worker.join(timeout=60)  # a running job stops at its next model evaluation
 
     def _run(self) -> None:
         while True:

@@ -34,7 +34,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from demo.app.jobs import JobQueue
-from demo.app.workspace import AppError, Settings, Workspace, png_bytes, session_state
+from demo.app.workspace import AppError, Settings, Workspace, mib, png_bytes, session_state
 from lutils.errors import CageError
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,12 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
     """The request body, refused (413) past `limit` bytes without reading the rest; kept in memory only."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise AppError(f"{what}: {int(length) / 2 ** 20:.1f} MiB is over the limit of {limit / 2 ** 20:.0f} MiB",
-                       status=413)
+        raise AppError(f"{what}: {mib(int(length))} is over the upload limit of {mib(limit)}", status=413)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise AppError(f"{what}: over the limit of {limit / 2 ** 20:.0f} MiB", status=413)
+            raise AppError(f"{what}: over the upload limit of {mib(limit)}", status=413)
     return bytes(body)
 
 

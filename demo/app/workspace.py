@@ -219,8 +219,8 @@ class Workspace:
         self.need_model()
         name = Path(filename or "image.png").name or "image.png"
         if len(data) > self.limits.upload_bytes:
-            raise AppError(f"{name}: {len(data) / 2 ** 20:.1f} MiB is over the upload limit of "
-                           f"{self.limits.upload_bytes / 2 ** 20:.0f} MiB", status=413)
+            raise AppError(f"{name}: {mib(len(data))} is over the upload limit of {mib(self.limits.upload_bytes)}",
+                           status=413)
         if not data:
             raise AppError(f"{name}: the file is empty")
         try:
@@ -270,7 +270,8 @@ class Workspace:
         from model.controls import controls_from_dict
 
         if len(data) > self.limits.controls_bytes:
-            raise AppError(f"{filename}: a controls file of {len(data)} bytes is over the limit", status=413)
+            raise AppError(f"{filename}: {mib(len(data))} is over the limit of {mib(self.limits.controls_bytes)} "
+                           f"for a controls file", status=413)
         try:
             text = data.decode("utf-8")
             content = yaml.safe_load(text) if Path(filename).suffix.lower() in (".yaml", ".yml") else json.loads(text)
@@ -374,6 +375,11 @@ class Workspace:
     def close(self) -> None:
         """Remove the temporary folder and everything in it."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def mib(size: int) -> str:
+    """A size in bytes as MiB for messages ("0.3 MiB")."""
+    return f"{size / 2 ** 20:.{1 if size < 10 * 2 ** 20 else 0}f} MiB"
 
 
 def png_bytes(image: np.ndarray) -> bytes:
