@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv at the project root and install the project with its test extras; reuse it when it is complete.
+# Create .venv at the project root and install the project with its test and web-editor extras; reuse it when it is
+# complete.
 # Re-installs when pyproject.toml changes. Override the interpreter with PYTHON=/path/to/python3.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,7 +10,7 @@ python="${PYTHON:-python3}"
 want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-   && "$venv/bin/python" -c "import torch, torchvision, timm, taming, h5py, av, omegaconf, einops, torchdiffeq, wandb, pytest, dataset, lutils" 2>/dev/null; then
+   && "$venv/bin/python" -c "import torch, torchvision, timm, taming, h5py, av, omegaconf, einops, torchdiffeq, wandb, pytest, starlette, uvicorn, httpx, playwright, dataset, lutils" 2>/dev/null; then
   echo "[setup] reusing $venv"
   exit 0
 fi
@@ -24,7 +25,7 @@ fi
 echo "[setup] installing into $venv (first time: PyTorch and friends, a few minutes)"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 log="$venv/install.log"
-if ! { "$venv/bin/python" -m pip install --upgrade pip && "$venv/bin/python" -m pip install -e "$root[test]"; } >"$log" 2>&1; then
+if ! { "$venv/bin/python" -m pip install --upgrade pip && "$venv/bin/python" -m pip install -e "$root[test,app]"; } >"$log" 2>&1; then
   tail -n 40 "$log" >&2
   echo "[setup] error: installation failed; full log in $log" >&2
   exit 1
