@@ -488,6 +488,54 @@ def test_control_tensors_fitted_to_a_number_of_frames(demo, compose):
     assert compose.control_boxes() == []
 
 
+def test_editors_write_their_controls_as_a_controls_file_and_load_it_back(demo, compose):
+    from model.controls import Controls, controls_from_dict
+
+    demo.run(index=0, show=False)
+    demo.select(cells=[(2, 2), (2, 3), (3, 2)])
+    demo.move(offset=(0, 1))
+    demo.move(xy=(30, 30))  # two of three cells land off the grid: only (2, 2) is placed, at (7, 7)
+    demo.move(offset=(1, -1))
+    content = demo.controls_file(["input"])
+    assert content["grid"] == [GRID, GRID] and content["sources"] == ["input"]
+    assert [(p["cells"], p["frames"], p["offset"]) for p in content["placements"]] == [
+        ([[2, 2], [2, 3], [3, 2]], [0], [0, 1]), ([[2, 2]], [1], [5, 5]), ([[2, 2], [2, 3], [3, 2]], [2], [1, -1])]
+    controls, sources = controls_from_dict(content, demo.grid, 3)
+    expected = demo.control_tensors(num_frames=3)
+    built = controls.build(demo.features[0][None])  # the file gives generate.py the editor's tensors
+    assert torch.equal(built[0], expected[0]) and torch.equal(built[1], expected[1])
+    demo.load_controls(Controls(demo.grid, 3), ["input"])  # clearing keeps the image
+    assert demo.num_control_frames == 0 and demo.images
+    assert demo.load_controls(controls, sources) == 3
+    again = demo.control_tensors(num_frames=3)
+    assert torch.equal(again[0], expected[0]) and torch.equal(again[1], expected[1])
+    assert demo.selected == [(2, 2), (2, 3), (3, 2)] and demo.frame_id == 4  # moving goes on from frame 4
+    with pytest.raises(ValueError, match="source 0 is 'other.png'"):
+        demo.load_controls(controls, ["other.png"])
+
+    compose.run(indices=[0, 1], show=False)
+    compose.select(cells=[(1, 1), (1, 2)])
+    compose.next_image()
+    compose.select(cells=[(5, 5)])
+    compose.paste(at=(0, 0))
+    compose.move(at=(1, 1))
+    compose.next_object()
+    compose.paste(at=(4, 4))
+    compose.move(at=(6, 6))
+    content = compose.controls_file(["a.png", "b.png"])
+    assert [(p["source"], p["frames"]) for p in content["placements"]] == [(0, [0]), (0, [1]), (1, [0]), (1, [1])]
+    controls, sources = controls_from_dict(content, compose.grid, 3)
+    expected = compose.control_tensors(num_frames=3)
+    built = controls.build(torch.stack(compose.features))
+    assert torch.equal(built[0], expected[0]) and torch.equal(built[1], expected[1])
+    images = list(compose.images)
+    assert compose.load_controls(controls, images, sources) == 2
+    again = compose.control_tensors(num_frames=3)
+    assert torch.equal(again[0], expected[0]) and torch.equal(again[1], expected[1])
+    assert compose.groups == [[(1, 1), (1, 2)], [(5, 5)]] and compose.group_images == [0, 1]
+    assert compose.sources == ["a.png", "b.png"] and compose.view == "canvas"
+
+
 # Built the original way ------------------------------------------------------------------------------------------
 
 def fake_project(golden_dir: Path, root: Path, split: Path, name: str = "clevrer") -> Path:

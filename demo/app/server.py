@@ -257,6 +257,7 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
     session_path = "/api/sessions/{session}"
     routes = [
         Route("/", index),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/api/status", status),
         Route("/api/model", load_model, methods=["POST"]),
         Route("/api/sessions", new_session, methods=["POST"]),
