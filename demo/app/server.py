@@ -83,8 +83,12 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
     """The Starlette app serving `workspace`; `jobs` (default: a new queue) runs the generations."""
     jobs = jobs or JobQueue()
 
-    def state(session) -> JSONResponse:
-        return JSONResponse(session_state(session))
+    def locked_state(session) -> dict:
+        with session.lock:
+            return session_state(session)
+
+    async def state(session) -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(locked_state, session))
 
     async def status(request: Request):
         waiting = sum(job.status in ("queued", "running") for job in list(jobs.jobs.values()))
@@ -100,7 +104,7 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
     async def new_session(request: Request):
         data = await json_body(request)
         session = await run_in_threadpool(workspace.new_session, str(data.get("kind", "animate")))
-        return state(session)
+        return await state(session)
 
     async def get_session(request: Request):
         return state(workspace.session(request.path_params["session"]))
@@ -124,18 +128,18 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
         data = await read_body(request, workspace.limits.upload_bytes, name)
         source = await run_in_threadpool(workspace.decode_upload, name, data)
         await run_in_threadpool(add_source, session, source)
-        return state(session)
+        return await state(session)
 
     async def load_clip(request: Request):
         session = workspace.session(request.path_params["session"])
         data = await json_body(request)
         source = await run_in_threadpool(workspace.clip_frame, data.get("index"), data.get("frame", 0))
         await run_in_threadpool(add_source, session, source)
-        return state(session)
+        return await state(session)
 
-    async def pointer(request: Request):
-        session = workspace.session(request.path_params["session"])
-        data = await json_body(request)
+    # Editor calls run in the thread pool, never in the event loop: a key may compute features (n shows a clip), and
+    # a session's lock may be held by an upload meanwhile.
+    def send_pointer(session, data: dict) -> None:
         action = data.get("action")
         with session.lock:
             editor = session.editor
@@ -146,16 +150,22 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
                 (editor.pointer_press if action == "press" else editor.pointer_move)(xy)
             else:
                 raise AppError(f"pointer action must be press, move or release, got {action!r}")
-        return state(session)
 
-    async def key(request: Request):
+    async def pointer(request: Request):
         session = workspace.session(request.path_params["session"])
-        name = str((await json_body(request)).get("key", ""))
+        await run_in_threadpool(send_pointer, session, await json_body(request))
+        return await state(session)
+
+    def send_key(session, name: str) -> None:
         with session.lock:
             if name not in MODE_KEYS or not session.editor.key_press(name):
                 keys = [k for k in MODE_KEYS if k in session.editor.KEYS]
                 raise AppError(f"key {name!r} does nothing in the {session.kind} editor (keys: {', '.join(keys)})")
-        return state(session)
+
+    async def key(request: Request):
+        session = workspace.session(request.path_params["session"])
+        await run_in_threadpool(send_key, session, str((await json_body(request)).get("key", "")))
+        return await state(session)
 
     def clear_controls(session) -> None:
         from model.controls import Controls
@@ -172,20 +182,27 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
     async def clear(request: Request):
         session = workspace.session(request.path_params["session"])
         await run_in_threadpool(clear_controls, session)
-        return state(session)
+        return await state(session)
+
+    def picture(session) -> bytes:
+        with session.lock:
+            image = session.editor.scene().image
+        if image is None:
+            raise AppError("no image loaded yet", status=404)
+        return png_bytes(image)
 
     async def image(request: Request):
         session = workspace.session(request.path_params["session"])
+        content = await run_in_threadpool(picture, session)
+        return Response(content, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    def controls_of(session) -> dict:
         with session.lock:
-            picture = session.editor.scene().image
-        if picture is None:
-            raise AppError("no image loaded yet", status=404)
-        return Response(png_bytes(picture), media_type="image/png", headers={"Cache-Control": "no-store"})
+            return session.editor.controls_file(session.source_names())
 
     async def download_controls(request: Request):
         session = workspace.session(request.path_params["session"])
-        with session.lock:
-            content = session.editor.controls_file(session.source_names())
+        content = await run_in_threadpool(controls_of, session)
         return JSONResponse(content, headers={"Content-Disposition": 'attachment; filename="controls.json"'})
 
     def apply_controls(session, data: bytes, name: str, num_frames: int) -> None:
@@ -207,13 +224,16 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
         num_frames = Settings.parse({"num_frames": request.query_params.get("num_frames")}).num_frames
         data = await read_body(request, workspace.limits.controls_bytes, name)
         await run_in_threadpool(apply_controls, session, data, name, num_frames)
-        return state(session)
+        return await state(session)
+
+    def prepare(session, settings: Settings) -> tuple:
+        with session.lock:
+            return workspace.prepare_generation(session, settings)
 
     async def generate(request: Request):
         session = workspace.session(request.path_params["session"])
         settings = Settings.parse(await json_body(request))
-        with session.lock:
-            work, details = workspace.prepare_generation(session, settings)
+        work, details = await run_in_threadpool(prepare, session, settings)
         job = jobs.submit(session.id, work)
         return JSONResponse({**jobs.info(job), **details})
 

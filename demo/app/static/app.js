@@ -47,7 +47,8 @@ async function refreshStatus() {
   $("model-data").value = status.data || "";
   $("clip-controls").hidden = status.num_videos === null;
   if (status.num_videos !== null) $("clip-index").max = status.num_videos - 1;
-  if (status.error) { showError(status.error); $("model-panel").open = true; }
+  if (status.error) showError(status.error);
+  if (!status.loaded) $("model-panel").open = true;
   return status;
 }
 
