@@ -288,6 +288,37 @@ def test_bad_requests_are_clear_messages_and_the_server_goes_on(app):
     error(client.post(f"/api/sessions/{sid}/generate", json={"num_frames": 1}), 400,
           "generate at least 2 frames")  # control frames 1 and 2 are written
     assert ok(client.get("/api/status"))["loaded"]  # still serving
+    assert ok(client.get(f"/api/sessions/{sid}"))["num_control_frames"] == 2
+
+    fresh = ok(client.post("/api/sessions", json={"kind": "animate"}))["session"]
+    error(client.post(f"/api/sessions/{fresh}/controls?name=c.json&num_frames=2", content=b"{}"), 400,
+          "c.json: load the image to animate first")
+
+
+def test_compose_tells_two_uploads_of_one_name_apart(app):
+    client, _ = app
+    sid = ok(client.post("/api/sessions", json={"kind": "compose"}))["session"]
+    for seed in (1, 2, 3, 1):  # the last is the first image again: one file serves both
+        state = ok(client.post(f"/api/sessions/{sid}/image?name=image.png", content=png_bytes(seed)))
+    assert state["sources"] == ["image.png", "image-2.png", "image-3.png", "image.png"]
+    assert ok(client.get(f"/api/sessions/{sid}/controls.json"))["sources"] == state["sources"]
+
+
+def test_a_public_server_reads_no_files_named_in_the_page(golden_dir, tmp_path):
+    files = tiny_files(golden_dir)
+    workspace = Workspace(files["config"], files["ckpt"], overrides=files["overrides"], public=True)
+    try:
+        with TestClient(create_app(workspace)) as client:
+            response = client.post("/api/model", json={"config": files["config"], "ckpt": files["ckpt"]})
+            assert response.status_code == 403 and "restart it with --config" in response.json()["error"]
+            sid = ok(client.post("/api/sessions", json={"kind": "compose"}))["session"]
+            Image.open(io.BytesIO(png_bytes(5))).save(tmp_path / "secret.png")
+            content = {"sources": [str(tmp_path / "secret.png")], "placements": [{"cells": [[1, 1]], "frames": [0]}]}
+            response = client.post(f"/api/sessions/{sid}/controls?name=c.json&num_frames=1",
+                                   content=json.dumps(content).encode())
+            assert response.status_code == 400 and "reads no other files" in response.json()["error"]
+    finally:
+        workspace.close()
 
 
 def test_missing_checkpoint_and_mismatched_config_show_in_status(golden_dir, tmp_path):

@@ -68,11 +68,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     host = "0.0.0.0" if args.share else args.host
     if not is_loopback(host):
-        log.warning("binding %s: the editor (which reads server files named in the page) is open to everyone who "
-                    "reaches this machine on port %d; prefer an SSH tunnel to 127.0.0.1", host, args.port)
+        log.warning("binding %s: the editor is open to everyone who reaches this machine on port %d (loading models "
+                    "and files named in the page is off); prefer an SSH tunnel to 127.0.0.1", host, args.port)
     limits = Limits(upload_bytes=int(args.max_upload_mb * 2 ** 20))
     workspace = Workspace(args.config, args.ckpt, args.data, device=args.device, precision=args.precision,
-                          overrides=args.overrides, limits=limits, trust=args.trust_checkpoint, fps=args.fps)
+                          overrides=args.overrides, limits=limits, trust=args.trust_checkpoint, fps=args.fps,
+                          public=not is_loopback(host))
     if workspace.model_error:
         log.error("%s (the page shows it; load another model there)", workspace.model_error)
     try:

@@ -80,7 +80,7 @@ class JobQueue:
         with self._condition:
             if job in self._waiting:
                 self._waiting.remove(job)
-                job.status = "cancelled"
+                job.status, job.work = "cancelled", None
         job.cancel_requested.set()
 
     def info(self, job: Job) -> dict:
@@ -120,3 +120,12 @@ class JobQueue:
                 job.status = "failed"
                 log.exception("generation %s failed", job.id)
             job.seconds = round(time.perf_counter() - start, 3)
+            job.work = None  # it holds the model and the session's frames
+            self._forget_old()
+
+    def _forget_old(self, keep: int = 100) -> None:
+        """Drop the records of all but the last `keep` finished jobs."""
+        with self._condition:
+            finished = [job for job in self.jobs.values() if job.finished]
+            for job in finished[:-keep]:
+                del self.jobs[job.id]

@@ -95,6 +95,9 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
         return JSONResponse({**workspace.status(), "jobs_active": waiting})
 
     async def load_model(request: Request):
+        if workspace.public:
+            raise AppError("this server is open beyond this machine: loading models named in the page is off; "
+                           "restart it with --config and --ckpt", status=403)
         data = await json_body(request)
         if not data.get("config"):
             raise AppError("give a config file")
@@ -107,7 +110,7 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
         return await state(session)
 
     async def get_session(request: Request):
-        return state(workspace.session(request.path_params["session"]))
+        return await state(workspace.session(request.path_params["session"]))
 
     def add_source(session, source) -> None:
         with session.lock:
@@ -117,6 +120,7 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
                 editor.source = source.name
                 session.sources = [source]
             else:
+                source = workspace.distinct(session, source)
                 editor.queue.append(source.frame)
                 editor.next_image()
                 editor.sources[-1] = source.name
@@ -206,13 +210,15 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
         return JSONResponse(content, headers={"Content-Disposition": 'attachment; filename="controls.json"'})
 
     def apply_controls(session, data: bytes, name: str, num_frames: int) -> None:
+        if session.kind == "animate" and not session.sources:
+            raise AppError(f"{name}: load the image to animate first, then its controls")
         controls, sources = workspace.parse_controls(session, data, name, num_frames)
         with session.lock:
             if session.kind == "animate":
                 names = ["input" if source is session.sources[0] else source.name for source in sources]
                 try:
                     session.editor.load_controls(controls, names)
-                except ValueError as error:
+                except (ValueError, RuntimeError) as error:
                     raise AppError(f"{name}: {error}") from error
             else:
                 session.editor.load_controls(controls, [s.frame for s in sources], [s.name for s in sources])

@@ -113,7 +113,8 @@ class Workspace:
 
     def __init__(self, config: Optional[str] = None, ckpt: Optional[str] = None, data: Optional[str] = None,
                  device: Optional[str] = None, precision: str = "auto", overrides=(), limits: Limits = Limits(),
-                 trust: bool = False, fps: float = 8.0):
+                 trust: bool = False, fps: float = 8.0, public: bool = False):
+        self.public = public  # served beyond loopback: no server files named by the page (models, controls sources)
         self.root = Path(tempfile.mkdtemp(prefix="cage-app-"))
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.precision_choice, self.overrides, self.limits = precision, list(overrides), limits
@@ -259,6 +260,21 @@ class Workspace:
             raise AppError(str(error)) from error
         return Source(f"clip {index}" + (f" frame {frame}" if frame else ""), image, spec)
 
+    @staticmethod
+    def distinct(session: Session, source: Source) -> Source:
+        """`source`, renamed "NAME-2.png", "NAME-3.png", ... when another image of the session has its name but other
+        pixels (two uploads called image.png): a controls file must tell its sources apart."""
+        taken = {s.name: s for s in session.sources}
+        same = taken.get(source.name)
+        if same is None or torch.equal(same.frame, source.frame):
+            return source
+        stem, suffix = Path(source.name).stem, Path(source.name).suffix
+        number = 2
+        while f"{stem}-{number}{suffix}" in taken:
+            number += 1
+        name = f"{stem}-{number}{suffix}"
+        return Source(name, source.frame, name)
+
     # Controls files ----------------------------------------------------------------------------------------------
     def parse_controls(self, session: Session, data: bytes, filename: str, num_frames: int):
         """(Controls, [Source]) of an uploaded controls file for `session` and `num_frames` generated frames (a
@@ -292,6 +308,9 @@ class Workspace:
                 sources.append(session.sources[0])
             elif name in known:
                 sources.append(known[name])
+            elif self.public and not (self.dataset is not None and name.startswith(f"{self.dataset.data_path}:")):
+                raise AppError(f"{filename}: source {name!r} is not an image of this session or a dataset clip (upload "
+                               f"it first; this server reads no other files, as it is open beyond this machine)")
             else:
                 try:
                     sources.append(Source(name, load_frame(name, *self.size), name))

@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const MODE_BUTTONS = {
   animate: [["c", "Select (c)"], ["m", "Move (m)"]],
-  compose: [["c", "Select (c)"], ["n", "Next (n)"], ["v", "Paste (v)"], ["m", "Move (m)"]],
+  compose: [["c", "Select (c)"], ["v", "Paste (v)"], ["m", "Move (m)"], ["n", "Next object (n)"]],
 };
 const ui = { kind: "animate", sessions: {}, states: {}, images: {}, status: null, job: null, pressed: false };
 
@@ -16,7 +16,15 @@ async function api(method, path, body, raw) {
   else if (body !== undefined) { options.body = JSON.stringify(body); options.headers["Content-Type"] = "application/json"; }
   const response = await fetch(path, options);
   const data = await response.json().catch(() => ({ error: `${response.status} ${response.statusText}` }));
-  if (!response.ok) { showError(data.error || `request failed (${response.status})`); throw new Error(data.error); }
+  if (!response.ok) {
+    if (response.status === 404 && path.startsWith("/api/sessions/")) {
+      // the server restarted or loaded another model: start this tab's editors again
+      showError(`${data.error} — starting a new editing session`);
+      ui.sessions = {}; ui.states = {}; ui.images = {};
+      refreshStatus().then(() => switchTo(ui.kind)).catch(() => {});
+    } else showError(data.error || `request failed (${response.status})`);
+    throw new Error(data.error);
+  }
   return data;
 }
 
@@ -27,7 +35,10 @@ function sessionPath() { return `/api/sessions/${ui.sessions[ui.kind]}`; }
 
 async function ensureSession() {
   if (ui.sessions[ui.kind]) return;
-  if (!ui.status || !ui.status.loaded) throw new Error("no model");
+  if (!ui.status || !ui.status.loaded) {
+    showError((ui.status && ui.status.error) || "no model loaded: enter a config and a checkpoint in the Model panel");
+    throw new Error("no model");
+  }
   const state = await api("POST", "/api/sessions", { kind: ui.kind });
   ui.sessions[ui.kind] = state.session;
   await show(state);
@@ -67,10 +78,10 @@ $("model-form").addEventListener("submit", async (event) => {
 // Drawing -----------------------------------------------------------------------------------------------------------
 function loadImage(state) {
   const key = `${state.session}:${state.image_version}`;
-  if (ui.images[ui.kind] && ui.images[ui.kind].key === key) return Promise.resolve(ui.images[ui.kind].image);
+  if (ui.images[state.kind] && ui.images[state.kind].key === key) return Promise.resolve(ui.images[state.kind].image);
   return new Promise((resolve, reject) => {
     const image = new Image();
-    image.onload = () => { ui.images[ui.kind] = { key, image }; resolve(image); };
+    image.onload = () => { ui.images[state.kind] = { key, image }; resolve(image); };
     image.onerror = reject;
     image.src = `/api/sessions/${state.session}/image.png?v=${state.image_version}`;
   });
@@ -113,12 +124,13 @@ function drawPicture(canvas, state, image, marks, grid) {
 }
 
 async function show(state) {
-  ui.states[ui.kind] = state;
+  ui.states[state.kind] = state;
+  if (state.kind !== ui.kind) return;  // an answer for the other tab, which draws it when shown
   const canvas = $("canvas");
   $("placeholder").hidden = state.has_image;
   $("placeholder").textContent = state.placeholder ? "Upload an image or open a dataset clip" : "";
   const image = state.has_image ? await loadImage(state) : null;
-  if (ui.states[ui.kind] !== state) return;  // a newer state arrived meanwhile
+  if (ui.states[state.kind] !== state || state.kind !== ui.kind) return;  // a newer state, or another tab, meanwhile
   drawPicture(canvas, state, image, state.marks, true);
   const message = $("message");
   message.textContent = `${state.title} · mode: ${state.mode_name}` + (state.message ? ` · ${state.message}` : "");
@@ -127,6 +139,7 @@ async function show(state) {
     button.classList.toggle("active", button.dataset.key.toUpperCase() === state.mode);
   drawTimeline(state, image);
   $("download-controls").href = `/api/sessions/${state.session}/controls.json`;
+  $("download-controls").hidden = false;
 }
 
 function drawTimeline(state, image) {
@@ -153,8 +166,9 @@ let pendingMove = null;
 
 function imagePoint(event) {
   const canvas = $("canvas"), state = ui.states[ui.kind];
-  const box = canvas.getBoundingClientRect();
-  return { x: (event.clientX - box.left) * state.size / box.width, y: (event.clientY - box.top) * state.size / box.height };
+  const box = canvas.getBoundingClientRect();  // includes the border; the image fills the content box
+  const left = box.left + canvas.clientLeft, top = box.top + canvas.clientTop;
+  return { x: (event.clientX - left) * state.size / canvas.clientWidth, y: (event.clientY - top) * state.size / canvas.clientHeight };
 }
 
 function sendPointer(action, point) {
@@ -194,7 +208,8 @@ async function pressKey(key) {
 }
 
 document.addEventListener("keydown", (event) => {
-  if (event.target.tagName === "INPUT" || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (["INPUT", "TEXTAREA", "SELECT", "BUTTON", "A", "SUMMARY"].includes(event.target.tagName)) return;
+  if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
   if (event.key === "Enter") { event.preventDefault(); generate(); return; }
   const key = event.key.toLowerCase();
   if (MODE_BUTTONS[ui.kind].some(([k]) => k === key)) { event.preventDefault(); pressKey(key); }
@@ -251,12 +266,14 @@ $("controls-file").addEventListener("change", async (event) => {
 
 // Generation --------------------------------------------------------------------------------------------------------
 async function generate() {
+  if ($("generate").disabled) return;  // this page's generation is still queued or running
+  $("generate").disabled = true;
   let job;
   try {
     await ensureSession();
     job = await api("POST", `${sessionPath()}/generate`, {
       num_frames: $("num-frames").value, steps: $("steps").value, gamma: $("gamma").value, seed: $("seed").value });
-  } catch (error) { return; }
+  } catch (error) { $("generate").disabled = false; return; }
   clearError();
   ui.job = job.job;
   $("command").textContent = job.command;
@@ -267,7 +284,7 @@ async function generate() {
 
 async function poll(id) {
   let info;
-  try { info = await api("GET", `/api/jobs/${id}`); } catch (error) { return; }
+  try { info = await api("GET", `/api/jobs/${id}`); } catch (error) { $("generate").disabled = false; return; }
   if (ui.job !== id) return;
   const progress = $("progress"), status = $("job-status");
   if (info.status === "queued") { status.textContent = `waiting: position ${info.position} in the queue`; progress.removeAttribute("value"); }
@@ -278,14 +295,19 @@ async function poll(id) {
 
 function finish(id, info) {
   $("cancel").disabled = true;
+  $("generate").disabled = false;
   const status = $("job-status"), progress = $("progress");
   progress.value = info.status === "done" ? 1 : 0;
   if (info.status === "failed") { status.textContent = "generation failed"; showError(info.error); return; }
   if (info.status === "cancelled") { status.textContent = "generation cancelled"; return; }
   status.textContent = `done: ${info.num_frames} frames in ${info.seconds} s`;
   const base = `/api/jobs/${id}/files`;
-  if (info.files.mp4) { $("gif").hidden = true; $("video").hidden = false; $("video").src = `${base}/video.mp4`; $("video").play().catch(() => {}); }
-  else { $("video").hidden = true; $("gif").hidden = false; $("gif").src = `${base}/video.gif`; }
+  const showGif = () => { $("video").hidden = true; $("gif").hidden = false; $("gif").src = `${base}/video.gif`; };
+  if (info.files.mp4) {
+    $("gif").hidden = true; $("video").hidden = false;
+    $("video").onerror = showGif;  // a browser without H.264 shows the gif
+    $("video").src = `${base}/video.mp4`; $("video").play().catch(() => {});
+  } else showGif();
   const links = [];
   for (const name of [info.files.mp4 && "video.mp4", "video.gif", "controls.json"].filter(Boolean)) {
     const link = document.createElement("a");
@@ -305,8 +327,8 @@ $("error-close").addEventListener("click", clearError);
 async function switchTo(kind) {
   ui.kind = kind;
   for (const tab of document.querySelectorAll(".tab")) tab.classList.toggle("active", tab.dataset.kind === kind);
-  $("image-file").multiple = false;
   buildModes();
+  $("download-controls").hidden = true;
   const state = ui.states[kind];
   if (state) { await show(state); return; }
   const context = $("canvas").getContext("2d");
