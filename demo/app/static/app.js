@@ -208,9 +208,12 @@ async function pressKey(key) {
 }
 
 document.addEventListener("keydown", (event) => {
-  if (["INPUT", "TEXTAREA", "SELECT", "BUTTON", "A", "SUMMARY"].includes(event.target.tagName)) return;
+  if (["INPUT", "TEXTAREA", "SELECT"].includes(event.target.tagName)) return;  // typing
   if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
-  if (event.key === "Enter") { event.preventDefault(); generate(); return; }
+  if (event.key === "Enter") {
+    if (["BUTTON", "A", "SUMMARY"].includes(event.target.tagName)) return;  // Enter activates the focused control
+    event.preventDefault(); generate(); return;
+  }
   const key = event.key.toLowerCase();
   if (MODE_BUTTONS[ui.kind].some(([k]) => k === key)) { event.preventDefault(); pressKey(key); }
 });
