@@ -109,6 +109,7 @@ def test_paint_drag_generate_in_chromium(playwright_browser, server, tmp_path):
     def at(x: float, y: float) -> tuple:
         return box["x"] + x * scale, box["y"] + y * scale
 
+    page.focus("#image-file")  # as after choosing a file: the mode keys still work
     page.keyboard.press("c")  # select mode, then paint cells (2, 2), (2, 3), (3, 3), (3, 2) by dragging
     page.wait_for_selector("#key-c.active")
     page.mouse.move(*at(9, 9))

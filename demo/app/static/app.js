@@ -208,7 +208,10 @@ async function pressKey(key) {
 }
 
 document.addEventListener("keydown", (event) => {
-  if (["INPUT", "TEXTAREA", "SELECT"].includes(event.target.tagName)) return;  // typing
+  const target = event.target;
+  const typing = ["TEXTAREA", "SELECT"].includes(target.tagName) ||
+    (target.tagName === "INPUT" && !["file", "button", "checkbox", "radio", "submit", "range", "color"].includes(target.type));
+  if (typing) return;
   if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
   if (event.key === "Enter") {
     if (["BUTTON", "A", "SUMMARY"].includes(event.target.tagName)) return;  // Enter activates the focused control
