@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -414,3 +416,18 @@ def test_command_line_without_the_extra_says_how_to_install(monkeypatch, capsys)
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn now fails
     assert app_main.main([]) == 1
     assert 'pip install -e ".[app]"' in capsys.readouterr().err
+
+
+def test_the_temporary_folder_is_private_and_a_killed_servers_is_removed():
+    from dataset.staging import host_tag
+
+    leftover = Path(tempfile.gettempdir()) / f".cage-app.{host_tag()}-pid{2 ** 22 + 7}.abc123.tmp"  # no such process
+    (leftover / "session").mkdir(parents=True, exist_ok=True)
+    workspace = Workspace()  # no model: only the folder
+    try:
+        assert not leftover.exists()
+        assert workspace.root.name.startswith(f".cage-app.{host_tag()}-pid{os.getpid()}.")
+        assert workspace.root.stat().st_mode & 0o777 == 0o700
+    finally:
+        workspace.close()
+    assert not workspace.root.exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import signal
 import sys
 
 log = logging.getLogger("demo.app")
@@ -76,6 +77,9 @@ def main(argv=None) -> int:
                           public=not is_loopback(host))
     if workspace.model_error:
         log.error("%s (the page shows it; load another model there)", workspace.model_error)
+    # uvicorn stops gracefully on SIGTERM, then raises it again for the handler it found: make that handler exit
+    # through `finally`, so the temporary folder goes with the server.
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(0))
     try:
         print(f"web editor on http://{'127.0.0.1' if host == '0.0.0.0' else host}:{args.port} (Ctrl-C stops it)",
               flush=True)
@@ -85,6 +89,7 @@ def main(argv=None) -> int:
         return 1
     finally:
         workspace.close()
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

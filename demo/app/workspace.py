@@ -115,7 +115,7 @@ class Workspace:
                  device: Optional[str] = None, precision: str = "auto", overrides=(), limits: Limits = Limits(),
                  trust: bool = False, fps: float = 8.0, public: bool = False):
         self.public = public  # served beyond loopback: no server files named by the page (models, controls sources)
-        self.root = Path(tempfile.mkdtemp(prefix="cage-app-"))
+        self.root = temporary_folder()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.precision_choice, self.overrides, self.limits = precision, list(overrides), limits
         self.trust, self.fps = trust, float(fps)
@@ -394,6 +394,18 @@ class Workspace:
     def close(self) -> None:
         """Remove the temporary folder and everything in it."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def temporary_folder() -> Path:
+    """A private folder for this server's videos: a staging folder named after this process in the system's temporary
+    folder (dataset/staging.py), so that a server killed without cleaning up has its folder removed by the next one."""
+    from dataset.staging import make_staging_dir, remove_stale
+
+    target = Path(tempfile.gettempdir()) / "cage-app"
+    remove_stale(target, log.info)
+    path = make_staging_dir(target)
+    path.chmod(0o700)  # the videos of whoever uses the editor: not for other users of the machine
+    return path
 
 
 def mib(size: int) -> str:
