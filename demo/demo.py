@@ -165,6 +165,16 @@ class Demo(Editor):
     def _source_of(self, obj: int) -> int:
         return 0
 
+    def _clear_controls(self) -> None:
+        self.masks, self.features, self.placements = self.masks[:1], self.features[:1], []
+
+    def _replay(self, frame: int, obj: int, pairs: list) -> None:
+        self.frame_id = frame
+        self._write((pairs, []))
+
+    def _after_undo(self, frame: int, obj: int) -> None:
+        self.frame_id = frame
+
     def load_controls(self, controls, sources: Sequence[str]) -> int:
         """Replace the control frames by those of `controls` (model.controls.Controls, e.g. from a controls file
         with its list of `sources`), on the image loaded: every placement must take its cells from "input". The

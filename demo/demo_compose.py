@@ -259,6 +259,18 @@ class DemoCompose(Editor):
     def _source_of(self, obj: int) -> int:
         return self.group_images[obj]
 
+    def _clear_controls(self) -> None:
+        self.masks, self.controls, self.placements = [], [], []
+
+    def _replay(self, frame: int, obj: int, pairs: list) -> None:
+        self.cur_object = obj
+        self._write(frame, (pairs, []))
+
+    def _after_undo(self, frame: int, obj: int) -> None:
+        self.cur_object, self.ctrl_id = obj, max(frame - 1, 0)
+        if self.mode in ("v", "m"):  # paste and move mode show control frame 0, which stays open
+            self._extend(self.masks, self.controls, 1, self.features[0])
+
     def load_controls(self, controls, images: Sequence, names: Optional[Sequence[str]] = None) -> int:
         """Start over with `images` (one per source of `controls`: files, HDF5 specs or tensors) and the control
         frames of `controls` (model.controls.Controls, e.g. from a controls file). Each distinct selection of a source

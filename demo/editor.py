@@ -347,6 +347,30 @@ class Editor:
                                    "frames": [frame - self.video_offset], "offset": list(offset)})
         return {"grid": list(self.grid), "sources": list(sources), "placements": placements}
 
+    def undo(self) -> int:
+        """Take back the last write (a move, or a paste): the control frames are rebuilt from the writes before it,
+        and the next move writes the undone frame again. Returns that control frame."""
+        if not self.placements:
+            raise RuntimeError("nothing to undo: no cells written yet")
+        *kept, (frame, obj, _) = self.placements
+        self._clear_controls()
+        for written, written_obj, pairs in kept:
+            self._replay(written, written_obj, pairs)
+        self._after_undo(frame, obj)
+        self.moving = None
+        self.message = f"undid the write into control frame {frame}"
+        self._refresh()
+        return frame
+
+    def _clear_controls(self) -> None:
+        raise NotImplementedError
+
+    def _replay(self, frame: int, obj: int, pairs: list) -> None:
+        raise NotImplementedError
+
+    def _after_undo(self, frame: int, obj: int) -> None:
+        raise NotImplementedError
+
     @staticmethod
     def _pairs_by_frame(placement) -> dict:
         """{generated frame: [(source cell, destination cell)]} of a model.controls.Placement."""

@@ -172,7 +172,12 @@ def test_animate_paint_drag_generate_download_and_reproduce_with_generate_py(app
                             content=files["controls.json"]))
     assert loaded["timeline"] == state["timeline"]
     assert ok(client.get(f"/api/sessions/{other}/controls.json")) == controls
+    undone = ok(client.post(f"/api/sessions/{other}/undo"))
+    assert [f["frame"] for f in undone["timeline"]] == [1] and "undid the write into control frame 2" in \
+        undone["message"]
     assert ok(client.post(f"/api/sessions/{other}/clear"))["timeline"] == []
+    response = client.post(f"/api/sessions/{other}/undo")
+    assert response.status_code == 400 and "nothing to undo" in response.json()["error"]
 
 
 def test_compose_two_images_paste_move_reload_and_reproduce(app, tmp_path):

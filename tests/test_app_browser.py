@@ -131,6 +131,13 @@ def test_paint_drag_generate_in_chromium(playwright_browser, server, tmp_path):
     page.mouse.up()
     page.wait_for_function("document.querySelectorAll('#timeline .thumb').length === 2")
     assert "control frame 2: 4 cell(s) placed" in page.text_content("#message")
+    page.keyboard.press("u")  # undo the second drag, then drag again
+    page.wait_for_function("document.querySelectorAll('#timeline .thumb').length === 1")
+    page.mouse.move(*at(18, 10))
+    page.mouse.down()
+    page.mouse.move(*at(18, 18), steps=6)
+    page.mouse.up()
+    page.wait_for_function("document.querySelectorAll('#timeline .thumb').length === 2")
 
     page.fill("#num-frames", "3")
     page.fill("#steps", "2")

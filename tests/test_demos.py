@@ -536,6 +536,34 @@ def test_editors_write_their_controls_as_a_controls_file_and_load_it_back(demo, 
     assert compose.sources == ["a.png", "b.png"] and compose.view == "canvas"
 
 
+def test_undo_takes_back_the_last_write_and_the_next_move_rewrites_its_frame(demo, compose):
+    demo.run(index=0, show=False)
+    demo.select(cells=[(2, 2), (2, 3)])
+    demo.move(offset=(0, 1))
+    demo.move(offset=(0, 2))
+    before = demo.control_tensors()
+    demo.move(offset=(1, 2))
+    assert demo.undo() == 3 and demo.num_control_frames == 2 and demo.frame_id == 3
+    after = demo.control_tensors()
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
+    assert demo.move(offset=(2, 2)) == 3 and cells(demo.masks[3]) == [(4, 4), (4, 5)]
+    for _ in range(3):
+        demo.undo()
+    assert demo.num_control_frames == 0 and cells(demo.masks[0]) == [(2, 2), (2, 3)]  # the selection stays
+    with pytest.raises(RuntimeError, match="nothing to undo"):
+        demo.undo()
+
+    compose.run(indices=[0, 1], show=False)
+    compose.select(cells=[(1, 1)])
+    compose.paste(at=(0, 0))
+    compose.paste(at=(5, 5))  # a second instance
+    compose.move(at=(1, 1))
+    assert compose.undo() == 1 and compose.ctrl_id == 0 and compose.num_control_frames == 1
+    assert compose.undo() == 0 and cells(compose.masks[0]) == [(0, 0)]
+    assert [frame for frame, _, _ in compose.placements] == [0]
+    assert compose.move(at=(2, 2)) == 1 and cells(compose.masks[1]) == [(2, 2)]
+
+
 # Built the original way ------------------------------------------------------------------------------------------
 
 def fake_project(golden_dir: Path, root: Path, split: Path, name: str = "clevrer") -> Path:

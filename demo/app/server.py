@@ -10,6 +10,7 @@ editor core and the generation queue, and answers JSON (errors as {"error": mess
     POST /api/sessions/{id}/clip            {index, frame}: a frame of a dataset clip instead
     POST /api/sessions/{id}/pointer         {action: press|move|release, x, y} in image pixels
     POST /api/sessions/{id}/key             {key}: the mode keys of the original editors (c, m; n, v)
+    POST /api/sessions/{id}/undo            take back the last write (a move or a paste)
     POST /api/sessions/{id}/clear           forget the controls, keep the images
     GET  /api/sessions/{id}/image.png       the picture the marks are drawn on
     GET  /api/sessions/{id}/controls.json   the controls file (docs/controls.md)
@@ -183,6 +184,18 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
                 session.editor.load_controls(empty, [s.frame for s in session.sources],
                                              [s.name for s in session.sources])
 
+    def take_back(session) -> None:
+        with session.lock:
+            try:
+                session.editor.undo()
+            except RuntimeError as error:
+                raise AppError(str(error)) from error
+
+    async def undo(request: Request):
+        session = workspace.session(request.path_params["session"])
+        await run_in_threadpool(take_back, session)
+        return await state(session)
+
     async def clear(request: Request):
         session = workspace.session(request.path_params["session"])
         await run_in_threadpool(clear_controls, session)
@@ -292,6 +305,7 @@ def create_app(workspace: Workspace, jobs: JobQueue | None = None) -> Starlette:
         Route(session_path + "/clip", load_clip, methods=["POST"]),
         Route(session_path + "/pointer", pointer, methods=["POST"]),
         Route(session_path + "/key", key, methods=["POST"]),
+        Route(session_path + "/undo", undo, methods=["POST"]),
         Route(session_path + "/clear", clear, methods=["POST"]),
         Route(session_path + "/image.png", image),
         Route(session_path + "/controls.json", download_controls),

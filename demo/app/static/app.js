@@ -203,6 +203,10 @@ function release() {
 $("canvas").addEventListener("pointerup", release);
 $("canvas").addEventListener("pointercancel", release);
 
+async function takeBack() {
+  try { await show(await api("POST", `${sessionPath()}/undo`)); } catch (error) { /* shown */ }
+}
+
 async function pressKey(key) {
   try { await ensureSession(); await show(await api("POST", `${sessionPath()}/key`, { key })); } catch (error) { /* shown */ }
 }
@@ -218,6 +222,7 @@ document.addEventListener("keydown", (event) => {
     event.preventDefault(); generate(); return;
   }
   const key = event.key.toLowerCase();
+  if (key === "u" && ui.sessions[ui.kind]) { event.preventDefault(); takeBack(); return; }
   if (MODE_BUTTONS[ui.kind].some(([k]) => k === key)) { event.preventDefault(); pressKey(key); }
 });
 
@@ -230,6 +235,10 @@ function buildModes() {
     button.addEventListener("click", () => pressKey(key));
     modes.append(button);
   }
+  const undo = document.createElement("button");
+  undo.textContent = "Undo (u)"; undo.id = "undo";
+  undo.addEventListener("click", takeBack);
+  modes.append(undo);
   const clear = document.createElement("button");
   clear.textContent = "Clear controls"; clear.id = "clear";
   clear.addEventListener("click", async () => {
