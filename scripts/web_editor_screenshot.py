@@ -25,7 +25,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "images"))
     parser.add_argument("--port", type=int, default=7870)
-    parser.add_argument("--ckpt", default=str(ROOT / "runs" / "toy_run-toy" / "snapshots" / "final_step_4000.pth"))
+    parser.add_argument("--ckpt", default="runs/toy_run-toy/snapshots/final_step_4000.pth", help="relative to the project")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright

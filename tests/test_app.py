@@ -149,13 +149,17 @@ def test_animate_paint_drag_generate_download_and_reproduce_with_generate_py(app
     assert info["status"] == "done", info
     assert info["num_frames"] == 4 and info["total"] == info["done"] > 0
     files = {}
-    for name in ("video.mp4", "video.gif", "controls.json"):
+    for name in ("video.mp4", "video.gif", "strip.png", "controls.json"):
         response = client.get(f"/api/jobs/{job['job']}/files/{name}?download")
         assert response.status_code == 200 and "attachment" in response.headers["content-disposition"]
         files[name] = response.content
     assert json.loads(files["controls.json"]) == controls
     with Image.open(io.BytesIO(files["video.gif"])) as gif:
         assert gif.n_frames == 4 and gif.size == (32, 32)
+    strip = np.asarray(Image.open(io.BytesIO(files["strip.png"])).convert("RGB")).astype(int)
+    assert strip.shape == (36, 2 + 4 * 34, 3)  # 4 frames of 32 px, padded by 2
+    red = (strip[..., 0] == 255) & (strip[..., 1] == 0) & (strip[..., 2] == 0)
+    assert not red[:, :34].any() and red[:, 34:68].any()  # the input frame has no controls, frame 1 has
 
     (tmp_path / "controls.json").write_bytes(files["controls.json"])
     result = run_command(job["command"], tmp_path / "controls.json", tmp_path / "video.mp4")

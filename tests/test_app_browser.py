@@ -148,6 +148,8 @@ def test_paint_drag_generate_in_chromium(playwright_browser, server, tmp_path):
     assert page.text_content("#job-status").startswith("done: 4 frames")
     assert "--seed 7" in page.text_content("#command")
     assert page.locator("#download-video-gif").get_attribute("href").endswith("/video.gif?download")
+    page.wait_for_function("document.getElementById('strip').complete && document.getElementById('strip')"
+                           ".naturalWidth === 2 + 4 * 34")  # the frames with the control cells outlined
     page.screenshot(path=str(artifacts / "web_editor.png"), full_page=True)
 
     page.set_input_files("#image-file", files=[{"name": "notes.txt", "mimeType": "text/plain",

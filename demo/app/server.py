@@ -18,7 +18,7 @@ editor core and the generation queue, and answers JSON (errors as {"error": mess
     POST /api/sessions/{id}/generate        {num_frames, steps, gamma, seed}: queue a generation
     GET  /api/jobs/{job}                    its status, queue position, progress and files
     POST /api/jobs/{job}/cancel
-    GET  /api/jobs/{job}/files/{name}       video.mp4, video.gif, controls.json
+    GET  /api/jobs/{job}/files/{name}       video.mp4, video.gif, strip.png, controls.json
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 #: what a finished generation offers for download, and its content type
-JOB_FILES = {"video.mp4": "video/mp4", "video.gif": "image/gif", "controls.json": "application/json"}
+JOB_FILES = {"video.mp4": "video/mp4", "video.gif": "image/gif", "strip.png": "image/png",
+             "controls.json": "application/json"}
 #: the mode keys the page may send (enter is the Generate button, which queues)
 MODE_KEYS = ("c", "m", "n", "v")
 

@@ -347,7 +347,8 @@ class Workspace:
         command = self.command(session, settings)
 
         def work(progress) -> dict:
-            from lutils.media import write_video
+            from lutils.media import save_contact_sheet, write_video
+            from model.controls import pixel_boxes
 
             calls = [0]
 
@@ -368,6 +369,8 @@ class Workspace:
                 files["mp4"] = write_video(folder / "video.mp4", clip, fps=self.fps).name
             except ImportError as error:  # PyAV missing: the gif is shown instead
                 log.warning("no mp4 (%s); the gif is shown", error)
+            boxes = pixel_boxes(controls, video.shape[-2:], leading_frames=1 if animate else 0)
+            files["strip"] = save_contact_sheet(folder / "strip.png", video[:1].clamp(-1, 1), boxes=[boxes]).name
             (folder / "controls.json").write_text(json.dumps(content, indent=1))
             editor.generated_frames = video
             return {"files": files, "folder": folder.name, "num_frames": int(video.shape[1])}

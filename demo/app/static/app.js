@@ -294,6 +294,7 @@ async function generate() {
   $("command").textContent = job.command;
   $("cancel").disabled = false;
   $("downloads").replaceChildren();
+  $("strip").hidden = true;
   poll(job.job);
 }
 
@@ -323,8 +324,9 @@ function finish(id, info) {
     $("video").onerror = showGif;  // a browser without H.264 shows the gif
     $("video").src = `${base}/video.mp4`; $("video").play().catch(() => {});
   } else showGif();
+  $("strip").src = `${base}/strip.png`; $("strip").hidden = false;
   const links = [];
-  for (const name of [info.files.mp4 && "video.mp4", "video.gif", "controls.json"].filter(Boolean)) {
+  for (const name of [info.files.mp4 && "video.mp4", "video.gif", "strip.png", "controls.json"].filter(Boolean)) {
     const link = document.createElement("a");
     link.href = `${base}/${name}?download`; link.textContent = `⬇ ${name}`; link.download = name; link.id = `download-${name.replace(".", "-")}`;
     links.push(link, document.createTextNode(" "));
