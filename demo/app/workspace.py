@@ -100,7 +100,6 @@ class Session:
     folder: Path
     sources: list = field(default_factory=list)  # Source of each image of the editor, in the editor's order
     lock: threading.Lock = field(default_factory=threading.Lock)
-    image_version: int = 0
 
     def source_names(self) -> list:
         if self.kind == "animate":
