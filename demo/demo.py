@@ -184,12 +184,11 @@ class Demo(Editor):
             if sources[placement.source] != "input":
                 raise ValueError(f"{placement.label or f'placement {k}'}: the animation editor moves parts of its "
                                  f"input image, source {placement.source} is '{sources[placement.source]}'")
-        self.masks, self.features = self.masks[:1], self.features[:1]
-        self.placements, self.moving, self.frame_id = [], None, 1
+        self._clear_controls()
+        self.moving = None
         for placement in controls.placements:
             for frame, pairs in self._pairs_by_frame(placement).items():
-                self.frame_id = frame + self.video_offset
-                self._write((pairs, []))
+                self._replay(frame + self.video_offset, 0, pairs)
         if controls.placements:
             self.selected = [tuple(cell) for cell in controls.placements[-1].cells]
             self._commit_selection()

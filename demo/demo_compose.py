@@ -289,9 +289,8 @@ class DemoCompose(Editor):
                 objects[key] = len(self.groups)
                 self.groups.append([tuple(cell) for cell in placement.cells])
                 self.group_images.append(placement.source)
-            self.cur_object = objects[key]
             for frame, pairs in self._pairs_by_frame(placement).items():
-                self._write(frame, (pairs, []))
+                self._replay(frame, objects[key], pairs)
         self.cur_object, self.ctrl_id = max(len(self.groups) - 1, 0), 0
         self.mode, self.view = ("v", "canvas") if self.groups else ("s", "source")
         self.message = f"{len(controls.placements)} placement(s) loaded into {self.num_control_frames} control frame(s)"

@@ -279,21 +279,26 @@ def controls_from_dict(data: dict, grid: Sequence[int], num_frames: int, source:
     return controls, sources
 
 
-def load_controls(path: str | Path, grid: Sequence[int], num_frames: int) -> tuple:
-    """Read a JSON or YAML controls file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ControlsError(f"controls file not found: {path}")
-    text = path.read_text()
+def controls_from_text(text: str, name: str, grid: Sequence[int], num_frames: int) -> tuple:
+    """(Controls, [source specs]) of a controls file's text; `name`, the file's, is named in errors, and its suffix
+    .yaml / .yml says the text is YAML (else JSON)."""
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
+        if Path(name).suffix.lower() in (".yaml", ".yml"):
             import yaml
 
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
     except Exception as error:
-        raise ControlsError(f"{path}: cannot parse ({error})") from error
+        raise ControlsError(f"{name}: cannot parse ({error})") from error
     if not isinstance(data, dict):
-        raise ControlsError(f"{path}: expected an object with 'placements'")
-    return controls_from_dict(data, grid, num_frames, str(path))
+        raise ControlsError(f"{name}: expected an object with 'placements'")
+    return controls_from_dict(data, grid, num_frames, name)
+
+
+def load_controls(path: str | Path, grid: Sequence[int], num_frames: int) -> tuple:
+    """Read a JSON or YAML controls file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ControlsError(f"controls file not found: {path}")
+    return controls_from_text(path.read_text(), str(path), grid, num_frames)

@@ -279,23 +279,16 @@ class Workspace:
         """(Controls, [Source]) of an uploaded controls file for `session` and `num_frames` generated frames (a
         frame beyond them is an error that says so): "input" is the animated image, any other source an image of this
         session (by name), or else an image file or HDF5 spec readable here."""
-        import yaml
-
         from dataset.frames import load_frame
-        from model.controls import controls_from_dict
+        from model.controls import controls_from_text
 
         if len(data) > self.limits.controls_bytes:
             raise AppError(f"{filename}: {mib(len(data))} is over the limit of {mib(self.limits.controls_bytes)} "
                            f"for a controls file", status=413)
         try:
-            text = data.decode("utf-8")
-            content = yaml.safe_load(text) if Path(filename).suffix.lower() in (".yaml", ".yml") else json.loads(text)
-        except (UnicodeDecodeError, ValueError, yaml.YAMLError) as error:
+            controls, names = controls_from_text(data.decode("utf-8"), filename, session.editor.grid, num_frames)
+        except UnicodeDecodeError as error:
             raise AppError(f"{filename}: cannot parse ({error})") from error
-        if not isinstance(content, dict):
-            raise AppError(f"{filename}: expected an object with 'placements' (docs/controls.md)")
-        try:
-            controls, names = controls_from_dict(content, session.editor.grid, num_frames, filename)
         except CageError as error:
             raise AppError(str(error)) from error
         known = {key: source for source in session.sources for key in (source.name, source.command_input)}
