@@ -20,6 +20,13 @@ def golden_dir() -> Path:
     return path
 
 
+def tiny_paths(golden_dir: Path) -> dict:
+    """The tiny golden CAGE model: its config and checkpoint, and the override naming its autoencoder file."""
+    folder = golden_dir / "tiny_ldm"
+    return {"config": folder / "config.yaml", "ckpt": folder / "model.pth",
+            "overrides": [f"model.autoencoder.ckpt_path={folder / 'ae.pth'}"]}
+
+
 def random_video(rng: np.random.Generator, num_frames: int, height: int, width: int) -> np.ndarray:
     """uint8 [T H W 3] noise frames (worst case for compression, exact for round trips)."""
     return rng.integers(0, 256, size=(num_frames, height, width, 3), dtype=np.uint8)

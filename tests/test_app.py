@@ -23,6 +23,7 @@ from PIL import Image
 pytest.importorskip("starlette", reason="the web editor's extra is not installed: pip install -e '.[app]'")
 from starlette.testclient import TestClient  # noqa: E402
 
+from conftest import tiny_paths  # noqa: E402
 from dataset.h5 import write_videos  # noqa: E402
 from dataset.synthetic import render_video  # noqa: E402
 from demo.app.jobs import JobQueue  # noqa: E402
@@ -33,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_files(golden_dir: Path) -> dict:
-    folder = golden_dir / "tiny_ldm"
-    return {"config": str(folder / "config.yaml"), "ckpt": str(folder / "model.pth"),
-            "overrides": [f"model.autoencoder.ckpt_path={folder / 'ae.pth'}"]}
+    """conftest.tiny_paths with the paths as strings, as the command line and the page give them."""
+    paths = tiny_paths(golden_dir)
+    return {"config": str(paths["config"]), "ckpt": str(paths["ckpt"]), "overrides": paths["overrides"]}
 
 
 @pytest.fixture(scope="module")

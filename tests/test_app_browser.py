@@ -109,6 +109,13 @@ def test_paint_drag_generate_in_chromium(playwright_browser, server, tmp_path):
     def at(x: float, y: float) -> tuple:
         return box["x"] + x * scale, box["y"] + y * scale
 
+    def drag(start: tuple, end: tuple) -> None:
+        """Press at image pixel `start`, move to `end` in 6 pointer events, release."""
+        page.mouse.move(*at(*start))
+        page.mouse.down()
+        page.mouse.move(*at(*end), steps=6)
+        page.mouse.up()
+
     page.focus("#image-file")  # as after choosing a file: the mode keys still work
     page.keyboard.press("c")  # select mode, then paint cells (2, 2), (2, 3), (3, 3), (3, 2) by dragging
     page.wait_for_selector("#key-c.active")
@@ -120,23 +127,14 @@ def test_paint_drag_generate_in_chromium(playwright_browser, server, tmp_path):
     page.wait_for_function("document.getElementById('message').textContent.includes('4 cell(s) selected')")
 
     page.click("#key-m")  # move mode, then drag the square two columns right, then two rows down as well
-    page.mouse.move(*at(10, 10))
-    page.mouse.down()
-    page.mouse.move(*at(18, 10), steps=6)
-    page.mouse.up()
+    drag((10, 10), (18, 10))
     page.wait_for_selector("#timeline .thumb >> nth=0")
-    page.mouse.move(*at(18, 10))
-    page.mouse.down()
-    page.mouse.move(*at(18, 18), steps=6)
-    page.mouse.up()
+    drag((18, 10), (18, 18))
     page.wait_for_function("document.querySelectorAll('#timeline .thumb').length === 2")
     assert "control frame 2: 4 cell(s) placed" in page.text_content("#message")
     page.keyboard.press("u")  # undo the second drag, then drag again
     page.wait_for_function("document.querySelectorAll('#timeline .thumb').length === 1")
-    page.mouse.move(*at(18, 10))
-    page.mouse.down()
-    page.mouse.move(*at(18, 18), steps=6)
-    page.mouse.up()
+    drag((18, 10), (18, 18))
     page.wait_for_function("document.querySelectorAll('#timeline .thumb').length === 2")
 
     page.fill("#num-frames", "3")

@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import demo.loading as loading  # noqa: E402
+from conftest import tiny_paths  # noqa: E402
 from dataset.frames import load_frame  # noqa: E402
 from dataset.h5 import write_videos  # noqa: E402
 from dataset.synthetic import render_video  # noqa: E402
@@ -37,12 +38,6 @@ from model.generation import generate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = 8
-
-
-def tiny_paths(golden_dir: Path) -> dict:
-    folder = golden_dir / "tiny_ldm"
-    return {"config": folder / "config.yaml", "ckpt": folder / "model.pth",
-            "overrides": [f"model.autoencoder.ckpt_path={folder / 'ae.pth'}"]}
 
 
 @pytest.fixture(scope="module")
